@@ -1,0 +1,1 @@
+"""The SpecOps API types (source of truth for the CRD)."""

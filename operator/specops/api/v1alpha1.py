@@ -1,0 +1,600 @@
+"""`specops.dev/v1alpha1` `SpeculativeInference`: the source of truth for the API.
+
+The CRD in ``crds/`` is generated from these models (``specops crd``); never edit it by hand.  Every
+field carries a description, which becomes ``kubectl explain`` text.  Field names are camelCase on
+the wire (aliases) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from specops.catalog import GPU_TYPES
+
+GROUP = "specops.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "SpeculativeInference"
+PLURAL = "speculativeinferences"
+SINGULAR = "speculativeinference"
+SHORT_NAMES = ("specinf", "si")
+
+_DURATION = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PARAMS = re.compile(r"^\s*(\d+(\.\d+)?)\s*([KMBT]?)\s*$", re.IGNORECASE)
+_PARAM_SCALE = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+
+DURATION_PATTERN = _DURATION.pattern
+
+
+def parse_duration(value: str) -> float:
+    """'1m30s' -> 90.0 seconds (the Go/metav1.Duration subset users write)."""
+    if not _DURATION.match(value):
+        raise ValueError(f"{value!r} is not a duration; write e.g. '30s', '5m' or '1h30m'")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
+
+
+def parse_parameter_count(value: int | str) -> int:
+    """'70.6B' -> 70_600_000_000; an integer is a plain count."""
+    if isinstance(value, int):
+        return value
+    m = _PARAMS.match(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a parameter count; write e.g. '70.6B', '500M' or 8030000000")
+    return round(float(m.group(1)) * _PARAM_SCALE[m.group(3).upper()])
+
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, json_schema_extra={"format": "duration"})]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel),
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=False,
+    )
+
+
+# --------------------------------------------------------------------------------------------- spec
+
+
+class Quantization(StrEnum):
+    NONE = "none"
+    FP8 = "fp8"
+    INT8 = "int8"
+    AWQ = "awq"
+    GPTQ = "gptq"
+    BITSANDBYTES = "bitsandbytes"
+
+
+class DraftQuantization(StrEnum):
+    NONE = "none"
+    FP8 = "fp8"
+    AWQ = "awq"
+    GPTQ = "gptq"
+
+
+class DType(StrEnum):
+    AUTO = "auto"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+    FLOAT32 = "float32"
+
+
+class KVCacheDType(StrEnum):
+    AUTO = "auto"
+    FP8 = "fp8"
+
+
+class Method(StrEnum):
+    DRAFT_MODEL = "draft_model"
+    NGRAM = "ngram"
+    EAGLE = "eagle"
+    EAGLE3 = "eagle3"
+    MTP = "mtp"
+    MEDUSA = "medusa"
+    SUFFIX = "suffix"
+
+
+class Mode(StrEnum):
+    AUTO = "Auto"
+    SPECULATIVE = "Speculative"
+    BASELINE = "Baseline"
+
+
+class OnMetricsUnavailable(StrEnum):
+    HOLD = "Hold"
+    BASELINE = "Baseline"
+
+
+class Architecture(_Model):
+    """Shape of a model outside the catalog, for its KV cache size."""
+
+    layers: int = Field(ge=1, description="Number of decoder layers (num_hidden_layers).")
+    kv_heads: int = Field(ge=1, description="Key/value heads per layer (num_key_value_heads).")
+    head_dim: int = Field(ge=1, description="Dimension of one attention head (head_dim).")
+
+
+class SecretKeyRef(_Model):
+    name: str = Field(min_length=1, description="Name of a Secret in the resource's namespace.")
+    key: str = Field(default="token", min_length=1, description="Key in the Secret holding the value.")
+
+
+class EnvVar(_Model):
+    """A container environment variable (the core/v1 EnvVar shape, value or valueFrom)."""
+
+    name: str = Field(min_length=1, description="Variable name.")
+    value: str | None = Field(default=None, description="Literal value.")
+    value_from: dict[str, Any] | None = Field(
+        default=None, description="Source of the value (core/v1 EnvVarSource), e.g. secretKeyRef."
+    )
+
+
+class VLLMSpec(_Model):
+    """The vLLM server: image and the version whose command-line dialect SpecOps renders."""
+
+    image: str = Field(
+        default="vllm/vllm-openai:v0.32.0",
+        min_length=1,
+        description="Container image running vLLM's OpenAI-compatible server.",
+    )
+    version: str = Field(
+        default="0.32.0",
+        pattern=r"^v?\d+\.\d+(\.\d+)?([.+-].*)?$",
+        description=(
+            "vLLM version inside the image. Selects the flag dialect: --speculative-config JSON "
+            "from 0.8.3, the legacy --speculative-model flags before; only flags and keys this "
+            "version accepts are rendered."
+        ),
+    )
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP server and /metrics.")
+    served_model_name: str | None = Field(
+        default=None,
+        description="Model name clients send; defaults to target.model. Both pools serve the same name.",
+    )
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Additional vLLM arguments, appended after the rendered ones. Flags SpecOps manages "
+            "(model, parallelism, speculation, port) are refused here: set the matching field."
+        ),
+    )
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
+    startup_timeout: Duration | None = Field(
+        default=None,
+        description="Longest model load before the pod is restarted; estimated from weight size if unset.",
+    )
+
+
+class TargetSpec(_Model):
+    """The model being served."""
+
+    model: str = Field(min_length=1, description="Hugging Face id or local path of the target model.")
+    revision: str | None = Field(default=None, description="Model revision (branch, tag or commit).")
+    quantization: Quantization = Field(
+        default=Quantization.NONE,
+        description=(
+            "Weight quantization of the target. Lowers acceptance: a quantized target drifts from "
+            "the distribution the draft imitates (prefer quantizing the draft)."
+        ),
+    )
+    dtype: DType = Field(default=DType.AUTO, description="Activation/weight dtype (auto = bfloat16 here).")
+    kv_cache_dtype: KVCacheDType = Field(default=KVCacheDType.AUTO, description="KV cache element type.")
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, le=64, description="GPUs one replica shards the target over."
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        ge=128,
+        description="Context length per sequence; concurrency is counted at this length.",
+    )
+    parameters: int | str | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-int-or-string": True},
+        description="Parameter count (e.g. '70.6B') for a model outside the catalog, or to override it.",
+    )
+    architecture: Architecture | None = Field(
+        default=None, description="Layer shape for a model outside the catalog (KV cache size)."
+    )
+    tokenizer: str | None = Field(
+        default=None,
+        description="Tokenizer id for the pairing check, for a model outside the catalog.",
+    )
+
+    @field_validator("parameters")
+    @classmethod
+    def _params(cls, v: int | str | None) -> int | str | None:
+        if v is not None:
+            parse_parameter_count(v)
+        return v
+
+
+class DraftSpec(_Model):
+    """The proposer model (a small model of the same family, or an EAGLE/Medusa head)."""
+
+    model: str = Field(min_length=1, description="Hugging Face id or local path of the draft model or head.")
+    revision: str | None = Field(default=None, description="Draft model revision.")
+    quantization: DraftQuantization = Field(
+        default=DraftQuantization.NONE,
+        description="Draft quantization; safe for acceptance, and it returns KV cache.",
+    )
+    tensor_parallel_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="1 or the target's tensorParallelSize (default: the target's).",
+    )
+    parameters: int | str | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-int-or-string": True},
+        description="Parameter count for a draft outside the catalog (e.g. '1.2B').",
+    )
+    architecture: Architecture | None = Field(
+        default=None, description="Layer shape for a draft outside the catalog."
+    )
+    tokenizer: str | None = Field(default=None, description="Tokenizer id for a draft outside the catalog.")
+
+    @field_validator("parameters")
+    @classmethod
+    def _params(cls, v: int | str | None) -> int | str | None:
+        if v is not None:
+            parse_parameter_count(v)
+        return v
+
+
+class NgramSpec(_Model):
+    """Prompt-lookup window for method ngram."""
+
+    prompt_lookup_min: int = Field(
+        default=2, ge=1, le=16, description="Shortest n-gram matched in the prompt."
+    )
+    prompt_lookup_max: int = Field(
+        default=5, ge=1, le=16, description="Longest n-gram matched in the prompt."
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> NgramSpec:
+        if self.prompt_lookup_min > self.prompt_lookup_max:
+            raise ValueError("promptLookupMin must not exceed promptLookupMax")
+        return self
+
+
+class BatchSizeTokens(_Model):
+    """One row of vLLM's dynamic table (vLLM >= 0.24): k for running batches in a range."""
+
+    min_batch_size: int = Field(ge=1, description="Smallest running batch this row applies to.")
+    max_batch_size: int = Field(ge=1, description="Largest running batch this row applies to (inclusive).")
+    num_speculative_tokens: int = Field(ge=0, le=16, description="k in this range; 0 switches drafting off.")
+
+    @model_validator(mode="after")
+    def _range(self) -> BatchSizeTokens:
+        if self.min_batch_size > self.max_batch_size:
+            raise ValueError("minBatchSize must not exceed maxBatchSize")
+        return self
+
+
+class SpeculationSpec(_Model):
+    """How tokens are proposed."""
+
+    method: Method = Field(description="Proposer: draft_model, ngram, eagle, eagle3, mtp, medusa or suffix.")
+    num_speculative_tokens: int = Field(default=5, ge=1, le=16, description="Tokens proposed per step (k).")
+    draft: DraftSpec | None = Field(
+        default=None,
+        description="Draft model or head; required for draft_model, eagle, eagle3 and medusa.",
+    )
+    ngram: NgramSpec | None = Field(default=None, description="N-gram window (method ngram).")
+    tokens_per_batch_size: list[BatchSizeTokens] | None = Field(
+        default=None,
+        description="vLLM's own k-by-batch-size table, rendered only for versions that support it.",
+    )
+
+    @model_validator(mode="after")
+    def _method_fields(self) -> SpeculationSpec:
+        needs_draft = {Method.DRAFT_MODEL, Method.EAGLE, Method.EAGLE3, Method.MEDUSA}
+        if self.method in needs_draft and self.draft is None:
+            raise ValueError(f"method {self.method.value} needs speculation.draft.model")
+        if self.method in {Method.NGRAM, Method.MTP, Method.SUFFIX} and self.draft is not None:
+            raise ValueError(f"method {self.method.value} takes no draft model; remove speculation.draft")
+        if self.method is not Method.NGRAM and self.ngram is not None:
+            raise ValueError("speculation.ngram applies only to method ngram")
+        rows = self.tokens_per_batch_size or []
+        for prev, row in itertools.pairwise(rows):
+            if row.min_batch_size <= prev.max_batch_size:
+                raise ValueError("tokensPerBatchSize rows must be in increasing, non-overlapping ranges")
+        for row in rows:
+            if row.num_speculative_tokens > self.num_speculative_tokens:
+                raise ValueError("a tokensPerBatchSize row cannot propose more than numSpeculativeTokens")
+        return self
+
+
+class GPUResources(_Model):
+    """GPUs and host resources of one replica."""
+
+    gpus_per_replica: int = Field(default=1, ge=1, le=64, description="GPUs one pod requests.")
+    gpu_resource_name: str = Field(
+        default="nvidia.com/gpu", min_length=1, description="Extended resource name of the GPU."
+    )
+    gpu_type: Literal[GPU_TYPES] | None = Field(  # type: ignore[valid-type]
+        default=None, description="Known GPU type, which gives its memory. Or set gpuMemoryGiB."
+    )
+    gpu_memory_gib: float | None = Field(
+        default=None,
+        alias="gpuMemoryGiB",
+        gt=0,
+        description="Memory of one GPU in GiB, for a card not in the gpuType list.",
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9,
+        gt=0.0,
+        le=0.99,
+        description="Share of GPU memory vLLM may use (weights + KV cache).",
+    )
+    cpu: str | None = Field(default=None, description="CPU request and limit, e.g. '8'.")
+    memory: str | None = Field(default=None, description="Memory request and limit, e.g. '64Gi'.")
+    shm_size: str = Field(default="16Gi", description="Size of the /dev/shm memory volume (NCCL, workers).")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Pod nodeSelector.")
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Pod tolerations (core/v1).")
+    affinity: dict[str, Any] | None = Field(default=None, description="Pod affinity (core/v1 Affinity).")
+
+    @model_validator(mode="after")
+    def _memory_source(self) -> GPUResources:
+        if self.gpu_type is None and self.gpu_memory_gib is None:
+            raise ValueError("set resources.gpuType (e.g. H100-80GB) or resources.gpuMemoryGiB")
+        return self
+
+
+class ModelCache(_Model):
+    """Where weights are cached, mounted at the Hugging Face cache path."""
+
+    persistent_volume_claim: str | None = Field(default=None, description="Name of an existing PVC.")
+    host_path: str | None = Field(default=None, description="Node path (pre-staged weights).")
+    empty_dir: bool = Field(default=False, description="Use a per-pod emptyDir (downloads on every start).")
+    read_only: bool = Field(default=False, description="Mount read-only (pre-staged weights).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelCache:
+        chosen = [
+            self.persistent_volume_claim is not None,
+            self.host_path is not None,
+            self.empty_dir,
+        ]
+        if sum(chosen) != 1:
+            raise ValueError("set exactly one of persistentVolumeClaim, hostPath or emptyDir")
+        return self
+
+
+class ProbePolicy(_Model):
+    """How speculation is re-tried after a fallback."""
+
+    replicas: int = Field(default=1, ge=1, description="Replicas that turn speculative during a probe.")
+    duration: Duration = Field(
+        default="10m", description="Length of a timed trial (single-replica services)."
+    )
+
+
+class PolicySpec(_Model):
+    """When speculation is switched off and back on."""
+
+    mode: Mode = Field(
+        default=Mode.AUTO,
+        description="Auto lets SpecOps decide; Speculative and Baseline pin the mode.",
+    )
+    prometheus_url: str | None = Field(
+        default=None,
+        description="Prometheus base URL; defaults to the operator's --prometheus-url.",
+    )
+    interval: Duration = Field(default="30s", description="Time between evaluations.")
+    window: Duration = Field(default="5m", description="PromQL rate window of each evaluation.")
+    min_acceptance_rate: Fraction = Field(
+        default=0.5, description="Below this acceptance speculation is net negative: a breach."
+    )
+    break_even_acceptance_rate: Fraction = Field(
+        default=0.65,
+        description="From minAcceptanceRate up to this, speculation must also win on P99 TPOT.",
+    )
+    max_p99_tpot_regression: float = Field(
+        default=0.1,
+        ge=0.0,
+        description="Largest tolerated P99 TPOT excess over the baseline, as a fraction (0.1 = 10%).",
+    )
+    max_tail_gap_widening: float = Field(
+        default=0.5,
+        ge=0.0,
+        description="Largest tolerated growth of the P99/P50 TPOT ratio over the baseline's, as a fraction.",
+    )
+    min_request_rate: float = Field(
+        default=0.05,
+        ge=0.0,
+        description="Requests per second below which a window counts as no data.",
+    )
+    consecutive_breaches: int = Field(default=3, ge=1, description="Breaches in a row before falling back.")
+    consecutive_recoveries: int = Field(
+        default=3, ge=1, description="Probe wins in a row before re-enabling."
+    )
+    consecutive_errors: int = Field(
+        default=5,
+        ge=1,
+        description="Metric errors in a row before onMetricsUnavailable=Baseline falls back.",
+    )
+    cooldown: Duration = Field(default="10m", description="Time in Baseline before a probe may start.")
+    on_metrics_unavailable: OnMetricsUnavailable = Field(
+        default=OnMetricsUnavailable.HOLD,
+        description="Hold keeps the mode while Prometheus is unavailable; Baseline falls back.",
+    )
+    probe: ProbePolicy = Field(default_factory=ProbePolicy, description="Probe settings.")
+
+    @model_validator(mode="after")
+    def _band(self) -> PolicySpec:
+        if self.break_even_acceptance_rate < self.min_acceptance_rate:
+            raise ValueError("breakEvenAcceptanceRate must be at least minAcceptanceRate")
+        return self
+
+
+class SpeculativeInferenceSpec(_Model):
+    """Desired state: a vLLM service with a speculative and a baseline pool."""
+
+    replicas: int = Field(
+        default=1, ge=0, description="Total serving replicas over both pools (scale subresource)."
+    )
+    vllm: VLLMSpec = Field(default_factory=VLLMSpec, description="vLLM image, version and extra arguments.")
+    target: TargetSpec = Field(description="The served model.")
+    speculation: SpeculationSpec = Field(description="The proposer and k.")
+    resources: GPUResources = Field(description="GPUs and host resources per replica.")
+    policy: PolicySpec = Field(default_factory=PolicySpec, description="Fallback and re-enable policy.")
+    model_cache: ModelCache | None = Field(default=None, description="Model weight cache volume.")
+    hf_token_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret holding the Hugging Face token (exposed as HF_TOKEN only via secretKeyRef).",
+    )
+    pod_labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on the pods.")
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Extra annotations on the pods."
+    )
+    service_account_name: str | None = Field(default=None, description="ServiceAccount of the pods.")
+    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Names of image pull Secrets.")
+
+
+# ------------------------------------------------------------------------------------------- status
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_Model):
+    """A Kubernetes API convention condition."""
+
+    type: str = Field(description="Ready, BudgetFits, SpeculationActive or MetricsAvailable.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason a user can grep.")
+    message: str = Field(default="", description="Human-readable detail.")
+    last_transition_time: str | None = Field(default=None, description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="Generation the condition was computed for."
+    )
+
+
+class PoolStatus(_Model):
+    replicas: int = Field(default=0, description="Desired replicas of the pool.")
+    ready_replicas: int = Field(default=0, description="Ready replicas of the pool.")
+
+
+class PoolsStatus(_Model):
+    speculative: PoolStatus = Field(default_factory=PoolStatus, description="The speculative pool.")
+    baseline: PoolStatus = Field(default_factory=PoolStatus, description="The plain pool.")
+
+
+class BudgetStatus(_Model):
+    """Per-replica memory figures from the budget check."""
+
+    vram_gib: float | None = Field(default=None, alias="vramGiB", description="GPU memory per replica.")
+    target_weights_gib: float | None = Field(
+        default=None, alias="targetWeightsGiB", description="Target weights."
+    )
+    draft_weights_gib: float | None = Field(
+        default=None, alias="draftWeightsGiB", description="Draft weights."
+    )
+    kv_cache_gib: float | None = Field(
+        default=None, alias="kvCacheGiB", description="KV cache with the draft."
+    )
+    kv_cache_gib_without_draft: float | None = Field(
+        default=None, alias="kvCacheGiBWithoutDraft", description="KV cache of a baseline pod."
+    )
+    max_concurrent_sequences: int | None = Field(
+        default=None, description="Sequences at maxModelLen, speculative pod."
+    )
+    max_concurrent_sequences_without_draft: int | None = Field(
+        default=None, description="Sequences at maxModelLen, baseline pod."
+    )
+
+
+class ObservedMetrics(_Model):
+    """The latest evaluation's figures."""
+
+    acceptance_rate: float | None = Field(
+        default=None, description="Draft acceptance rate of the speculative pool."
+    )
+    p50_tpot_seconds: float | None = Field(default=None, description="P50 request TPOT, speculative pool.")
+    p99_tpot_seconds: float | None = Field(default=None, description="P99 request TPOT, speculative pool.")
+    baseline_p99_tpot_seconds: float | None = Field(
+        default=None, description="P99 request TPOT, baseline pool."
+    )
+    tail_ratio: float | None = Field(default=None, description="P99/P50 TPOT ratio, speculative pool.")
+    request_rate: float | None = Field(default=None, description="Requests per second over both pools.")
+    window_end: str | None = Field(default=None, description="End of the evaluated window (RFC 3339).")
+
+
+class Decision(_Model):
+    """One mode decision, kept in status (newest last, at most 20)."""
+
+    time: str = Field(description="When it was taken (RFC 3339).")
+    from_mode: str = Field(alias="from", description="Mode before.")
+    to_mode: str = Field(alias="to", description="Mode after.")
+    reason: str = Field(description="CamelCase reason, also the Event reason.")
+    message: str = Field(default="", description="Evidence in words.")
+
+
+class Counters(_Model):
+    breaches: int = Field(default=0, description="Consecutive breach verdicts.")
+    recoveries: int = Field(default=0, description="Consecutive probe wins.")
+    errors: int = Field(default=0, description="Consecutive metric errors.")
+
+
+class SpeculativeInferenceStatus(_Model):
+    """Observed state, written only by the operator."""
+
+    observed_generation: int | None = Field(default=None, description="Generation last reconciled.")
+    mode: str | None = Field(default=None, description="Speculative, Baseline or Probing.")
+    mode_since: str | None = Field(default=None, description="When the current mode began (RFC 3339).")
+    replicas: int | None = Field(
+        default=None, description="Serving replicas over both pools (scale subresource)."
+    )
+    selector: str | None = Field(default=None, description="Label selector of all pods (scale subresource).")
+    pools: PoolsStatus | None = Field(default=None, description="Replicas per pool.")
+    conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")
+    budget: BudgetStatus | None = Field(default=None, description="Memory budget per replica.")
+    observed: ObservedMetrics | None = Field(default=None, description="Latest observed metrics.")
+    verdict: str | None = Field(default=None, description="Latest verdict: Healthy, Breach, NoData or Error.")
+    counters: Counters | None = Field(default=None, description="Hysteresis counters.")
+    decisions: list[Decision] = Field(default_factory=list, description="Last 20 decisions, newest last.")
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class SpeculativeInference(BaseModel):
+    """A vLLM service whose speculative decoding SpecOps budgets, watches and falls back."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
+    api_version: Literal["specops.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["SpeculativeInference"]
+    metadata: ObjectMeta
+    spec: SpeculativeInferenceSpec
+    status: SpeculativeInferenceStatus | None = None

@@ -1,0 +1,265 @@
+"""The ``specops`` command line.
+
+Exit codes, for automation: 0 no errors, 1 the resource has errors (it would be refused),
+2 the input could not be read as a SpeculativeInference (the message names the field).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from specops import __version__
+from specops.api.crd import build_crd
+from specops.api.docs import api_reference
+from specops.api.v1alpha1 import SpeculativeInference
+from specops.findings import Finding
+from specops.render import PoolSplit, RenderError, initial_split, render_all
+from specops.validation import CheckReport, ResourceError, check_resource, load_resource
+
+EXIT_OK, EXIT_ERRORS, EXIT_UNREADABLE = 0, 1, 2
+
+app = typer.Typer(
+    name="specops",
+    help="Speculative decoding on vLLM, budgeted, watched and rolled back when it hurts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+FileArg = Annotated[
+    Path,
+    typer.Argument(help="YAML file with one or more SpeculativeInference documents ('-' for stdin)."),
+]
+
+
+class Output(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Plain YAML for humans and GitOps: repeated values are written out, never as &anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(doc: Any) -> str:
+    return yaml.dump(doc, Dumper=_NoAliasDumper, sort_keys=False, width=100)
+
+
+def dump_yaml_documents(docs: list[dict[str, Any]]) -> str:
+    return "---\n".join(dump_yaml(d) for d in docs)
+
+
+def _fail_unreadable(findings: list[Finding], source: str) -> None:
+    for f in findings:
+        typer.echo(f"error: {source}: {f}", err=True)
+    raise typer.Exit(EXIT_UNREADABLE)
+
+
+def read_resources(path: Path) -> list[SpeculativeInference]:
+    """Parse every document; exit 2 with field-naming messages on the first unreadable one."""
+    source = "<stdin>" if str(path) == "-" else str(path)
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as exc:
+        typer.echo(f"error: cannot read {source}: {exc.strerror}", err=True)
+        raise typer.Exit(EXIT_UNREADABLE) from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        typer.echo(f"error: {source} is not valid YAML: {exc}", err=True)
+        raise typer.Exit(EXIT_UNREADABLE) from None
+    if not docs:
+        typer.echo(f"error: {source} holds no document", err=True)
+        raise typer.Exit(EXIT_UNREADABLE)
+    resources = []
+    for i, doc in enumerate(docs):
+        try:
+            resources.append(load_resource(doc))
+        except ResourceError as exc:
+            where = source if len(docs) == 1 else f"{source} (document {i + 1})"
+            _fail_unreadable(exc.findings, where)
+    return resources
+
+
+def plan_as_dict(si: SpeculativeInference, report: CheckReport) -> dict[str, Any]:
+    """The ``plan -o json`` contract."""
+    b = report.budget
+    return {
+        "name": si.metadata.name,
+        "namespace": si.metadata.namespace,
+        "fits": report.ok,
+        "errors": [f.as_dict() for f in report.errors],
+        "warnings": [f.as_dict() for f in report.warnings],
+        "vram_gib": b.vram_gib,
+        "target_weights_gib": b.target_weights_gib,
+        "draft_weights_gib": b.draft_weights_gib,
+        "kv_cache_gib": b.kv_cache_gib,
+        "kv_cache_gib_without_draft": b.kv_cache_gib_without_draft,
+        "draft_share_of_vram": b.draft_share_of_vram,
+        "size_ratio": b.size_ratio,
+        "max_concurrent_sequences": b.max_concurrent_sequences,
+        "max_concurrent_sequences_without_draft": b.max_concurrent_sequences_without_draft,
+        "max_model_len": b.max_model_len,
+    }
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}{unit}"
+    return f"{value}{unit}"
+
+
+def plan_as_table(si: SpeculativeInference, report: CheckReport) -> str:
+    b = report.budget
+    share = f"{b.draft_share_of_vram:.1%}" if b.draft_share_of_vram is not None else "-"
+    rows = [
+        ("resource", f"{si.metadata.namespace or 'default'}/{si.metadata.name}"),
+        ("verdict", "fits" if report.ok else "REFUSED"),
+        ("GPU memory per replica", _fmt(b.vram_gib, " GiB")),
+        ("target weights", _fmt(b.target_weights_gib, " GiB")),
+        ("draft weights", _fmt(b.draft_weights_gib, " GiB")),
+        ("draft share of GPU memory", share),
+        ("size ratio (target:draft)", f"1:{b.size_ratio:.1f}" if b.size_ratio else "-"),
+        ("KV cache (speculative pod)", _fmt(b.kv_cache_gib, " GiB")),
+        ("KV cache (baseline pod)", _fmt(b.kv_cache_gib_without_draft, " GiB")),
+        (f"sequences at {b.max_model_len} tokens", _fmt(b.max_concurrent_sequences)),
+        ("  ... without the draft", _fmt(b.max_concurrent_sequences_without_draft)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    for f in report.errors:
+        lines.append(f"ERROR   {f}")
+    for f in report.warnings:
+        lines.append(f"WARNING {f}")
+    return "\n".join(lines)
+
+
+@app.command()
+def crd() -> None:
+    """Print the SpeculativeInference CustomResourceDefinition (generated from the models)."""
+    typer.echo(dump_yaml(build_crd()), nl=False)
+
+
+def parse_split(text: str) -> PoolSplit:
+    """'speculative=2,baseline=1' (or 'spec=2,base=1') -> PoolSplit."""
+    counts = {"speculative": 0, "baseline": 0}
+    aliases = {
+        "spec": "speculative",
+        "speculative": "speculative",
+        "base": "baseline",
+        "baseline": "baseline",
+    }
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        pool = aliases.get(key.strip())
+        if pool is None or not value.strip().isdigit():
+            raise typer.BadParameter(
+                f"{part!r}: write speculative=N,baseline=M with whole numbers",
+                param_hint="--replicas-split",
+            )
+        counts[pool] = int(value)
+    return PoolSplit(**counts)
+
+
+@app.command()
+def render(
+    file: FileArg,
+    replicas_split: Annotated[
+        str | None,
+        typer.Option(
+            "--replicas-split",
+            help="Pool sizes, e.g. speculative=1,baseline=1. Default: all replicas in the pool the "
+            "policy mode starts in.",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Render even when the checks find errors.")] = False,
+) -> None:
+    """Print the Deployments and Service for each resource, as multi-document YAML."""
+    split = parse_split(replicas_split) if replicas_split else None
+    out: list[dict[str, Any]] = []
+    failed = False
+    for si in read_resources(file):
+        report = check_resource(si)
+        for f in report.errors:
+            typer.echo(f"error: {si.metadata.name}: {f}", err=True)
+        for f in report.warnings:
+            typer.echo(f"warning: {si.metadata.name}: {f}", err=True)
+        if report.errors and not force:
+            failed = True
+            continue
+        try:
+            out.extend(render_all(si, split or initial_split(si.spec)))
+        except RenderError as exc:
+            typer.echo(f"error: {si.metadata.name}: {exc}", err=True)
+            failed = True
+    if out:
+        typer.echo(dump_yaml_documents(out), nl=False)
+    if failed:
+        raise typer.Exit(EXIT_ERRORS)
+
+
+@app.command()
+def plan(
+    file: FileArg,
+    output: Annotated[Output, typer.Option("-o", "--output", help="table or json")] = Output.TABLE,
+) -> None:
+    """Show the GPU memory budget and pairing verdict for each resource."""
+    resources = read_resources(file)
+    reports = [(si, check_resource(si)) for si in resources]
+    if output is Output.JSON:
+        items = [plan_as_dict(si, r) for si, r in reports]
+        typer.echo(json.dumps(items[0] if len(items) == 1 else items, indent=2))
+    else:
+        typer.echo("\n\n".join(plan_as_table(si, r) for si, r in reports))
+    if any(not r.ok for _, r in reports):
+        raise typer.Exit(EXIT_ERRORS)
+
+
+@app.command()
+def validate(file: FileArg) -> None:
+    """Check resources as the admission webhook would: errors refuse, warnings inform."""
+    failed = False
+    for si in read_resources(file):
+        report = check_resource(si)
+        name = si.metadata.name
+        for f in report.errors:
+            typer.echo(f"error: {name}: {f}", err=True)
+        for f in report.warnings:
+            typer.echo(f"warning: {name}: {f}", err=True)
+        if report.ok:
+            typer.echo(f"{name}: valid ({len(report.warnings)} warning(s))")
+        failed |= not report.ok
+    if failed:
+        raise typer.Exit(EXIT_ERRORS)
+
+
+@app.command()
+def docs() -> None:
+    """Print the API field reference as Markdown (docs/api.md)."""
+    typer.echo(api_reference(), nl=False)
+
+
+@app.command()
+def version() -> None:
+    """Print the SpecOps version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from specops.cli import app
+from tests.conftest import EXAMPLES, make_doc
+
+runner = CliRunner()
+CONTRACT_KEYS = {
+    "fits",
+    "errors",
+    "warnings",
+    "vram_gib",
+    "target_weights_gib",
+    "draft_weights_gib",
+    "kv_cache_gib",
+    "kv_cache_gib_without_draft",
+    "draft_share_of_vram",
+    "size_ratio",
+    "max_concurrent_sequences",
+    "max_concurrent_sequences_without_draft",
+}
+
+
+def write(tmp_path: Path, doc: object, name: str = "si.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc) if not isinstance(doc, str) else doc)
+    return str(path)
+
+
+def test_plan_json_contract() -> None:
+    result = runner.invoke(app, ["plan", "-o", "json", str(EXAMPLES / "llama70b-int8-h100.yaml")])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan.keys() >= CONTRACT_KEYS
+    assert plan["fits"] is True
+    assert plan["errors"] == []
+    assert {"code", "field", "message"} == set(plan["warnings"][0])
+    assert plan["vram_gib"] == 160
+    assert plan["max_concurrent_sequences"] == 18
+
+
+def test_plan_ngram_has_null_ratio() -> None:
+    result = runner.invoke(app, ["plan", "-o", "json", str(EXAMPLES / "ngram-summarization.yaml")])
+    assert result.exit_code == 0
+    plan = json.loads(result.stdout)
+    assert plan["size_ratio"] is None
+    assert plan["draft_weights_gib"] == 0
+
+
+def test_plan_table() -> None:
+    result = runner.invoke(app, ["plan", str(EXAMPLES / "llama70b-int8-h100.yaml")])
+    assert result.exit_code == 0
+    assert "KV cache (speculative pod)  63.29 GiB" in result.stdout
+    assert "1:8.8" in result.stdout
+
+
+def test_invalid_example_gets_the_documented_messages() -> None:
+    path = EXAMPLES / "invalid-bf16-on-h100.yaml"
+    documented = [
+        line.removeprefix("#").strip()
+        for line in path.read_text().splitlines()
+        if line.startswith("#   error:")
+    ]
+    assert documented
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == documented
+    plan = runner.invoke(app, ["plan", "-o", "json", str(path)])
+    assert plan.exit_code == 1
+    assert {e["code"] for e in json.loads(plan.stdout)["errors"]} == {
+        "TokenizerMismatch",
+        "DoesNotFit",
+    }
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("spec: [unclosed", "not valid YAML"),
+        ("", "holds no document"),
+        ({"apiVersion": "v1", "kind": "ConfigMap"}, "apiVersion/kind"),
+        (make_doc(target={"tensorParallelSize": "two"}), "spec.target.tensorParallelSize"),
+    ],
+)
+def test_unreadable_input_exits_2_naming_the_field(tmp_path: Path, content: object, fragment: str) -> None:
+    for command in (["plan"], ["validate"], ["render"]):
+        result = runner.invoke(app, [*command, write(tmp_path, content)])
+        assert result.exit_code == 2, (command, result.output)
+        assert fragment in result.stderr
+
+
+def test_missing_file_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["plan", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "cannot read" in result.stderr
+
+
+def test_render_split_and_refusal(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["render", str(EXAMPLES / "llama70b-int8-h100.yaml"), "--replicas-split", "spec=1,base=1"],
+    )
+    assert result.exit_code == 0
+    docs = list(yaml.safe_load_all(result.stdout))
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("Deployment", "llama70b-chat-spec"),
+        ("Deployment", "llama70b-chat-base"),
+        ("Service", "llama70b-chat"),
+    ]
+    assert [d["spec"]["replicas"] for d in docs[:2]] == [1, 1]
+    assert "&id" not in result.stdout
+    refused = runner.invoke(app, ["render", str(EXAMPLES / "invalid-bf16-on-h100.yaml")])
+    assert refused.exit_code == 1
+    assert refused.stdout == ""
+    bad_split = runner.invoke(
+        app, ["render", str(EXAMPLES / "llama70b-int8-h100.yaml"), "--replicas-split", "spec=x"]
+    )
+    assert bad_split.exit_code == 2
+
+
+def test_multi_document_files(tmp_path: Path) -> None:
+    docs = [make_doc(), make_doc()]
+    docs[1]["metadata"]["name"] = "second"
+    path = write(tmp_path, "---\n".join(yaml.safe_dump(d) for d in docs))
+    result = runner.invoke(app, ["render", path])
+    assert result.exit_code == 0
+    assert len(list(yaml.safe_load_all(result.stdout))) == 6
+    plan = runner.invoke(app, ["plan", "-o", "json", path])
+    assert [p["name"] for p in json.loads(plan.stdout)] == ["demo", "second"]
+
+
+def test_crd_command_prints_the_checked_in_crd() -> None:
+    result = runner.invoke(app, ["crd"])
+    assert result.exit_code == 0
+    crd_file = EXAMPLES.parents[1] / "crds" / "specops.dev_speculativeinferences.yaml"
+    assert result.stdout == crd_file.read_text()
+
+
+def test_console_script_is_installed() -> None:
+    exe = shutil.which("specops", path=str(Path(sys.executable).parent))
+    assert exe, "the specops console script is not installed next to this Python (pip install -e .)"
+    out = subprocess.run(
+        [exe, "validate", str(EXAMPLES / "eagle3-llama8b.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "valid" in out.stdout
