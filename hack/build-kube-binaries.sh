@@ -17,6 +17,7 @@ fi
 mkdir -p "$WORK"/apt/src "$WORK"/apt/sources.list.d "$WORK"/apt/lists/partial "$WORK"/apt/cache/archives/partial "$BIN"
 export DEBIAN_FRONTEND=noninteractive
 echo "[1/4] installing the Go toolchain and replacement sources (apt)"
+dpkg -s golang-go golang-github-modern-go-reflect2-dev >/dev/null 2>&1 || apt-get update -qq
 apt-get install -y -qq --no-install-recommends golang-go rsync \
   golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev >/dev/null
 # Source lines come from this machine's own apt configuration, pinned to bookworm, whose

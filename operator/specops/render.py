@@ -417,6 +417,43 @@ def render_service(si: SpeculativeInference, owner: OwnerRef | None = None) -> d
     }
 
 
+def pod_monitor_interval(spec: SpeculativeInferenceSpec) -> str:
+    """Scrape often enough that a rate() over the policy window sees at least four samples."""
+    seconds = min(15.0, parse_duration(spec.policy.window) / 4)
+    return f"{max(1, math.floor(seconds))}s"
+
+
+def render_pod_monitor(si: SpeculativeInference, owner: OwnerRef | None = None) -> dict[str, Any]:
+    """A Prometheus Operator PodMonitor whose series carry the labels SpecOps' queries group by:
+    namespace, pod, specops_pool and specops_name."""
+    name = si.metadata.name
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": _metadata(name, si.metadata.namespace, selector_labels(name), owner),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(name)},
+            "podMetricsEndpoints": [
+                {
+                    "port": PORT_NAME,
+                    "path": "/metrics",
+                    "interval": pod_monitor_interval(si.spec),
+                    "relabelings": [
+                        {
+                            "sourceLabels": ["__meta_kubernetes_pod_label_specops_dev_pool"],
+                            "targetLabel": "specops_pool",
+                        },
+                        {
+                            "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+                            "targetLabel": "specops_name",
+                        },
+                    ],
+                }
+            ],
+        },
+    }
+
+
 def render_all(
     si: SpeculativeInference, split: PoolSplit | None = None, owner: OwnerRef | None = None
 ) -> list[dict[str, Any]]:

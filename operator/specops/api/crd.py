@@ -103,6 +103,16 @@ def _schema_of(model: type[Any]) -> dict[str, Any]:
     return to_structural(raw, raw.get("$defs", {}))
 
 
+def _without_defaults(node: Any) -> Any:
+    """Status is written only by the operator: schema defaults there would only add noise (and
+    kube-apiserver 1.20 rejects an empty-string default as null)."""
+    if isinstance(node, dict):
+        return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_without_defaults(v) for v in node]
+    return node
+
+
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Mode", "type": "string", "jsonPath": ".status.mode", "description": "Current mode."},
     {
@@ -142,7 +152,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 def build_crd() -> dict[str, Any]:
     """The apiextensions.k8s.io/v1 CRD for SpeculativeInference."""
     spec_schema = _schema_of(SpeculativeInferenceSpec)
-    status_schema = _schema_of(SpeculativeInferenceStatus)
+    status_schema = _without_defaults(_schema_of(SpeculativeInferenceStatus))
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -474,13 +474,20 @@ class SpeculativeInferenceSpec(_Model):
 # ------------------------------------------------------------------------------------------- status
 
 
+class _StatusModel(_Model):
+    # The operator owns status; fields from an older or newer operator version are tolerated.
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel), populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
 class ConditionStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"
     UNKNOWN = "Unknown"
 
 
-class Condition(_Model):
+class Condition(_StatusModel):
     """A Kubernetes API convention condition."""
 
     type: str = Field(description="Ready, BudgetFits, SpeculationActive or MetricsAvailable.")
@@ -493,17 +500,17 @@ class Condition(_Model):
     )
 
 
-class PoolStatus(_Model):
+class PoolStatus(_StatusModel):
     replicas: int = Field(default=0, description="Desired replicas of the pool.")
     ready_replicas: int = Field(default=0, description="Ready replicas of the pool.")
 
 
-class PoolsStatus(_Model):
+class PoolsStatus(_StatusModel):
     speculative: PoolStatus = Field(default_factory=PoolStatus, description="The speculative pool.")
     baseline: PoolStatus = Field(default_factory=PoolStatus, description="The plain pool.")
 
 
-class BudgetStatus(_Model):
+class BudgetStatus(_StatusModel):
     """Per-replica memory figures from the budget check."""
 
     vram_gib: float | None = Field(default=None, alias="vramGiB", description="GPU memory per replica.")
@@ -527,7 +534,7 @@ class BudgetStatus(_Model):
     )
 
 
-class ObservedMetrics(_Model):
+class ObservedMetrics(_StatusModel):
     """The latest evaluation's figures."""
 
     acceptance_rate: float | None = Field(
@@ -543,7 +550,7 @@ class ObservedMetrics(_Model):
     window_end: str | None = Field(default=None, description="End of the evaluated window (RFC 3339).")
 
 
-class Decision(_Model):
+class Decision(_StatusModel):
     """One mode decision, kept in status (newest last, at most 20)."""
 
     time: str = Field(description="When it was taken (RFC 3339).")
@@ -553,13 +560,13 @@ class Decision(_Model):
     message: str = Field(default="", description="Evidence in words.")
 
 
-class Counters(_Model):
+class Counters(_StatusModel):
     breaches: int = Field(default=0, description="Consecutive breach verdicts.")
     recoveries: int = Field(default=0, description="Consecutive probe wins.")
     errors: int = Field(default=0, description="Consecutive metric errors.")
 
 
-class SpeculativeInferenceStatus(_Model):
+class SpeculativeInferenceStatus(_StatusModel):
     """Observed state, written only by the operator."""
 
     observed_generation: int | None = Field(default=None, description="Generation last reconciled.")

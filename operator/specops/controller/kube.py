@@ -1,0 +1,136 @@
+"""The operator's Kubernetes I/O: reads, server-side apply, status patches and Events.
+
+Every write goes through here, with one field manager, so it is easy to see (and to count) what the
+operator writes.  Blocking client calls; the handlers run them in threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, dynamic
+from kubernetes.client.exceptions import ApiException
+
+from specops.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION
+
+FIELD_MANAGER = "specops"
+log = logging.getLogger("specops.kube")
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.dynamic = dynamic.DynamicClient(api)
+        self._pod_monitor_served: bool | None = None
+
+    # ------------------------------------------------------------------------------------ reads
+
+    def get_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+            return obj
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            resp = self.apps.read_namespaced_deployment(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        obj: dict[str, Any] = self.api.sanitize_for_serialization(resp)
+        return obj
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            resp = self.core.read_namespaced_service(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        obj: dict[str, Any] = self.api.sanitize_for_serialization(resp)
+        return obj
+
+    def get_pod_monitor(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                "monitoring.coreos.com", "v1", namespace, "podmonitors", name
+            )
+            return obj
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def pod_monitor_served(self) -> bool:
+        """Is the Prometheus Operator's PodMonitor kind served?  Asked once per process."""
+        if self._pod_monitor_served is None:
+            try:
+                self.dynamic.resources.get(api_version="monitoring.coreos.com/v1", kind="PodMonitor")
+                self._pod_monitor_served = True
+            except Exception:
+                self._pod_monitor_served = False
+        return self._pod_monitor_served
+
+    # ----------------------------------------------------------------------------------- writes
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        resource = self.dynamic.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+        resource.server_side_apply(
+            body=manifest,
+            name=manifest["metadata"]["name"],
+            namespace=manifest["metadata"].get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, field_manager=FIELD_MANAGER
+        )
+
+    def post_event(self, resource: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the resource; failures are logged, never raised (events are best effort)."""
+        meta = resource["metadata"]
+        now = now_rfc3339()
+        event = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "specops"},
+            "reportingComponent": "specops.dev/operator",
+            "reportingInstance": f"specops-{uuid.getnode():x}",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event)
+        except ApiException as exc:
+            log.warning(
+                "could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc.reason
+            )

@@ -1,0 +1,170 @@
+"""Start the operator: credentials, Kopf settings, the webhook server, metrics and health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kopf
+from kubernetes import client
+from kubernetes import config as kube_config
+
+from specops.controller.certs import make_self_signed
+from specops.controller.handlers import register
+from specops.controller.kube import Kube
+from specops.controller.reconciler import Reconciler
+
+log = logging.getLogger("specops.operator")
+
+
+@dataclass
+class OperatorOptions:
+    namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
+    kubeconfig: str | None = None  # None: in-cluster, else $KUBECONFIG / ~/.kube/config
+    prometheus_url: str | None = None
+    log_format: str = "text"  # text | json
+    verbose: bool = False
+    metrics_port: int | None = 8080
+    liveness_port: int | None = 8081
+    standalone: bool = True
+    peering_name: str = "specops"
+    resync_seconds: float = 30.0
+    webhooks: bool = True
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: int = 9443
+    webhook_host: str | None = None  # the name the API server calls; default: the listen address
+    webhook_cert: str | None = None  # provided certificate (cert-manager); else self-signed
+    webhook_key: str | None = None
+    webhook_ca: str | None = None
+    webhook_config_name: str = "specops.dev"
+
+
+def api_client(kubeconfig: str | None) -> client.ApiClient:
+    if kubeconfig:
+        return kube_config.new_client_from_config(config_file=kubeconfig)
+    try:
+        kube_config.load_incluster_config()
+        return client.ApiClient()
+    except kube_config.ConfigException:
+        return kube_config.new_client_from_config()
+
+
+def _webhook_server(opts: OperatorOptions) -> kopf.WebhookServer:
+    host = opts.webhook_host or opts.webhook_listen
+    if opts.webhook_cert and opts.webhook_key:
+        cert, key, ca = opts.webhook_cert, opts.webhook_key, opts.webhook_ca
+    else:
+        certdir = Path(tempfile.mkdtemp(prefix="specops-webhook-"))
+        ca_path, cert_path, key_path = make_self_signed(certdir, [host, "localhost", "127.0.0.1"])
+        cert, key, ca = str(cert_path), str(key_path), str(ca_path)
+    return kopf.WebhookServer(
+        addr=opts.webhook_listen, port=opts.webhook_port, host=host, certfile=cert, pkeyfile=key, cafile=ca
+    )
+
+
+def build(opts: OperatorOptions) -> tuple[kopf.OperatorRegistry, kopf.OperatorSettings, client.ApiClient]:
+    """A registry and settings for one operator instance (tests build one per test)."""
+    api = api_client(opts.kubeconfig)
+    registry = kopf.OperatorRegistry()
+    settings = kopf.OperatorSettings()
+    reconciler = Reconciler(Kube(api))
+    register(registry, reconciler, resync_seconds=opts.resync_seconds, webhooks=opts.webhooks)
+
+    cfg = api.configuration
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        token = (cfg.api_key or {}).get("authorization", "") or (cfg.api_key or {}).get("BearerToken", "")
+        return kopf.ConnectionInfo(
+            server=cfg.host,
+            ca_path=cfg.ssl_ca_cert,
+            insecure=not cfg.verify_ssl,
+            token=token.removeprefix("Bearer ").strip() or None,
+            certificate_path=cfg.cert_file,
+            private_key_path=cfg.key_file,
+            default_namespace=None,
+        )
+
+    # Nothing on the user's object: no progress annotations, no finalizer, logs not posted as
+    # Events (SpecOps posts its own, with distinct reasons).
+    settings.persistence.finalizer = "specops.dev/finalizer"
+    settings.posting.enabled = False
+    settings.peering.standalone = opts.standalone
+    settings.peering.name = opts.peering_name
+    settings.peering.mandatory = not opts.standalone
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.execution.max_workers = 16
+    if opts.webhooks:
+        settings.admission.server = _webhook_server(opts)
+        settings.admission.managed = opts.webhook_config_name
+    return registry, settings, api
+
+
+async def run_async(
+    opts: OperatorOptions,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+) -> None:
+    registry, settings, api = build(opts)
+    liveness = f"http://0.0.0.0:{opts.liveness_port}/healthz" if opts.liveness_port else None
+    try:
+        await kopf.operator(
+            registry=registry,
+            settings=settings,
+            clusterwide=not opts.namespaces,
+            namespaces=opts.namespaces,
+            standalone=opts.standalone,
+            # Naming a peering object makes Kopf wait for the peering CRD, even when standalone.
+            peering_name=None if opts.standalone else opts.peering_name,
+            liveness_endpoint=liveness,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        api.close()
+
+
+def run(opts: OperatorOptions) -> None:
+    kopf.configure(
+        verbose=opts.verbose,
+        log_format=kopf.LogFormat.JSON if opts.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    if opts.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(opts.metrics_port)
+    asyncio.run(run_async(opts))
+
+
+class OperatorThread:
+    """The operator in a background thread with its own event loop (tests, demo, benchmarks)."""
+
+    def __init__(self, opts: OperatorOptions) -> None:
+        self.opts = opts
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="specops-operator", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(run_async(self.opts, self.stop_flag, self.ready_flag))
+        except BaseException as exc:
+            self.error = exc
+            self.ready_flag.set()
+
+    def start(self, timeout: float = 30.0) -> OperatorThread:
+        self._thread.start()
+        if not self.ready_flag.wait(timeout) or self.error is not None:
+            raise RuntimeError(f"operator did not start: {self.error!r}")
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_flag.set()
+        self._thread.join(timeout)

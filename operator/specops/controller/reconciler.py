@@ -1,0 +1,183 @@
+"""One reconcile of one resource: read, decide with the pure core, write only what changed.
+
+Every trigger (create, update, resume, the periodic timer, an event on an owned Deployment) ends
+here, so the outcome never depends on which handler ran.  Everything read comes fresh from the API
+server and the mode lives in status, so a restarted operator carries on where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from specops.api.v1alpha1 import SpeculativeInferenceStatus
+from specops.controller.kube import Kube, now_rfc3339
+from specops.reconcile import (
+    current_mode,
+    desired_status,
+    needs_apply,
+    pool_state,
+    prune_empty,
+    set_condition,
+    split_for_mode,
+    status_changes,
+)
+from specops.render import OwnerRef, Pool, pool_name, render_all, render_pod_monitor
+from specops.validation import ResourceError, check_resource, load_resource
+
+log = logging.getLogger("specops.reconciler")
+
+
+@dataclass
+class Outcome:
+    """What a reconcile did (for logs, metrics and tests)."""
+
+    applied: list[str] = field(default_factory=list)
+    status_patched: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    refused: bool = False
+
+
+def _strip_status(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "status"}
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, clock: Callable[[], str] = now_rfc3339) -> None:
+        self.kube = kube
+        self.clock = clock
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def reconcile(self, namespace: str, name: str) -> Outcome | None:
+        """Bring one resource's objects and status in line; None when it no longer exists."""
+        with self._lock(namespace, name):
+            body = self.kube.get_resource(namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return None
+            return self._reconcile(body)
+
+    def _reconcile(self, body: dict[str, Any]) -> Outcome:
+        out = Outcome()
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        old_status = body.get("status") or {}
+        try:
+            si = load_resource(_strip_status(body))
+        except ResourceError as exc:
+            self._refuse_unreadable(body, exc, out)
+            return out
+        si = si.model_copy(update={"status": _lenient_status(old_status)})
+        report = check_resource(si)
+        now = self.clock()
+        mode = current_mode(si)
+        if not report.ok:
+            # Nothing is created or changed for a resource that cannot work; what runs stays.
+            new = desired_status(si, report, mode, None, self._pools(ns, name), now)
+            self._patch(body, new, out)
+            if _condition(old_status, "BudgetFits").get("reason") != report.errors[0].code:
+                self._event(body, "Warning", "SpecRejected", "; ".join(str(e) for e in report.errors), out)
+            out.refused = True
+            return out
+
+        split = split_for_mode(mode, si.spec.replicas, si.spec.policy.probe.replicas)
+        owner = OwnerRef(name=name, uid=meta["uid"])
+        manifests = render_all(si, split, owner)
+        if self.kube.pod_monitor_served():
+            manifests.append(render_pod_monitor(si, owner))
+        generation_changed = old_status.get("observedGeneration") != meta.get("generation")
+        old_pools = old_status.get("pools") or {}
+        split_changed = bool(old_pools) and (
+            (old_pools.get("speculative") or {}).get("replicas") != split.speculative
+            or (old_pools.get("baseline") or {}).get("replicas") != split.baseline
+        )
+        for manifest in manifests:
+            kind, obj_name = manifest["kind"], manifest["metadata"]["name"]
+            live = self._live(kind, ns, obj_name)
+            if not needs_apply(manifest, live):
+                continue
+            self.kube.apply(manifest)
+            out.applied.append(f"{kind}/{obj_name}")
+            if live is None and not old_status.get("observedGeneration"):
+                continue  # first deployment: one Deployed event below
+            if live is None:
+                reason, what = "DriftCorrected", f"recreated {kind} {obj_name}, deleted outside SpecOps"
+            elif generation_changed:
+                reason, what = (
+                    "SpecApplied",
+                    f"updated {kind} {obj_name} for generation {meta.get('generation')}",
+                )
+            elif split_changed:
+                reason, what = "PoolsResized", f"{kind} {obj_name} resized for mode {mode}"
+            else:
+                reason, what = "DriftCorrected", f"restored {kind} {obj_name}, changed outside SpecOps"
+            self._event(body, "Normal" if reason != "DriftCorrected" else "Warning", reason, what, out)
+        if out.applied and not old_status.get("observedGeneration"):
+            pools = f"speculative={split.speculative}, baseline={split.baseline}"
+            self._event(body, "Normal", "Deployed", f"created {', '.join(out.applied)} ({pools})", out)
+        if report.warnings and (generation_changed or not old_status):
+            self._event(body, "Warning", "BudgetWarning", "; ".join(str(w) for w in report.warnings), out)
+
+        new = desired_status(si, report, mode, split, self._pools(ns, name), now)
+        self._patch(body, new, out)
+        return out
+
+    def _pools(self, ns: str, name: str) -> dict[Pool, Any]:
+        return {pool: pool_state(self.kube.get_deployment(ns, pool_name(name, pool))) for pool in Pool}
+
+    def _live(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        if kind == "Deployment":
+            return self.kube.get_deployment(ns, name)
+        if kind == "Service":
+            return self.kube.get_service(ns, name)
+        if kind == "PodMonitor":
+            return self.kube.get_pod_monitor(ns, name)
+        raise ValueError(f"unexpected kind {kind}")
+
+    def _patch(self, body: dict[str, Any], new: dict[str, Any], out: Outcome) -> None:
+        patch = status_changes(body.get("status"), new)
+        if patch:
+            meta = body["metadata"]
+            self.kube.patch_status(meta["namespace"], meta["name"], patch)
+            out.status_patched = sorted(patch)
+
+    def _event(self, body: dict[str, Any], type_: str, reason: str, message: str, out: Outcome) -> None:
+        self.kube.post_event(body, type_, reason, message)
+        out.events.append(reason)
+        log.info("%s/%s %s: %s", body["metadata"]["namespace"], body["metadata"]["name"], reason, message)
+
+    def _refuse_unreadable(self, body: dict[str, Any], exc: ResourceError, out: Outcome) -> None:
+        """The admission webhook normally stops these; without it the status still says why."""
+        old = body.get("status") or {}
+        message = "; ".join(str(f) for f in exc.findings)
+        generation = body["metadata"].get("generation")
+        conditions = set_condition(
+            old.get("conditions", []), "BudgetFits", "False", "InvalidSpec", message, generation, self.clock()
+        )
+        new = prune_empty({**old, "observedGeneration": generation, "conditions": conditions})
+        if _condition(old, "BudgetFits").get("reason") != "InvalidSpec":
+            self._event(body, "Warning", "SpecRejected", message, out)
+        self._patch(body, new, out)
+        out.refused = True
+
+
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c.get("type") == type_), {})
+
+
+def _lenient_status(raw: dict[str, Any]) -> SpeculativeInferenceStatus | None:
+    """Status as the models see it; a status someone mangled by hand is rebuilt, not fatal."""
+    try:
+        return SpeculativeInferenceStatus.model_validate(raw)
+    except ValidationError:
+        log.warning("ignoring a status that does not match the schema: %s", raw)
+        return None

@@ -1,0 +1,275 @@
+"""Pure reconcile decisions: which objects to (re)apply, and what the status should say.
+
+The controller reads the resource and its Deployments, calls these functions, and writes only what
+they say changed: a reconcile that finds everything in place makes no write request at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from specops.api.v1alpha1 import Mode, SpeculativeInference
+from specops.render import Pool, PoolSplit, selector_string
+from specops.validation import CheckReport
+
+SPECULATIVE = "Speculative"
+BASELINE = "Baseline"
+PROBING = "Probing"
+
+_QUANTITY_SUFFIX: dict[str, int | Decimal] = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1,
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+}  # fmt: skip
+
+
+def _quantity(value: str) -> Decimal | None:
+    for suffix in sorted(_QUANTITY_SUFFIX, key=len, reverse=True):
+        if suffix and value.endswith(suffix):
+            number, scale = value[: -len(suffix)], _QUANTITY_SUFFIX[suffix]
+            break
+    else:
+        number, scale = value, 1
+    try:
+        return Decimal(number) * Decimal(scale)
+    except InvalidOperation:
+        return None
+
+
+def _same_scalar(want: Any, have: Any) -> bool:
+    if want == have:
+        return True
+    # The apiserver canonicalises quantities ("0.5" CPU is stored as "500m").
+    if isinstance(want, str) and isinstance(have, str):
+        a, b = _quantity(want), _quantity(have)
+        return a is not None and a == b
+    if isinstance(want, int | str) and isinstance(have, int | str):
+        return str(want) == str(have)
+    return False
+
+
+def contains(want: Any, have: Any) -> bool:
+    """Does the live object ``have`` hold every field of ``want`` with the same value?
+
+    Fields the server adds (defaults, status, other managers' fields) are ignored; lists must match
+    element by element, since SpecOps owns whole lists (args, env, volumes).
+    """
+    if isinstance(want, Mapping):
+        return isinstance(have, Mapping) and all(k in have and contains(v, have[k]) for k, v in want.items())
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(want) == len(have)
+            and all(contains(w, h) for w, h in zip(want, have, strict=True))
+        )
+    return _same_scalar(want, have)
+
+
+def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    """Apply when the object is missing or anything SpecOps sets has drifted."""
+    if live is None:
+        return True
+    fields = {k: v for k, v in desired.items() if k in ("metadata", "spec")}
+    meta = dict(fields.get("metadata", {}))
+    meta.pop("namespace", None)
+    fields["metadata"] = meta
+    return not contains(fields, {"metadata": live.get("metadata", {}), "spec": live.get("spec", {})})
+
+
+def current_mode(si: SpeculativeInference) -> str:
+    """The mode to run in now: a manual pin wins; else the mode kept in status; else Speculative."""
+    pin = si.spec.policy.mode
+    if pin is Mode.BASELINE:
+        return BASELINE
+    if pin is Mode.SPECULATIVE:
+        return SPECULATIVE
+    status_mode = si.status.mode if si.status is not None else None
+    return status_mode if status_mode in (SPECULATIVE, BASELINE, PROBING) else SPECULATIVE
+
+
+def split_for_mode(mode: str, replicas: int, probe_replicas: int) -> PoolSplit:
+    """Pool sizes for a mode.  A probe turns ``probe_replicas`` speculative and keeps at least one
+    baseline replica beside them; with a single replica the probe is a timed trial of the whole
+    service."""
+    if mode == BASELINE:
+        return PoolSplit(speculative=0, baseline=replicas)
+    if mode == PROBING:
+        if replicas <= 1:
+            return PoolSplit(speculative=replicas, baseline=0)
+        probe = max(1, min(probe_replicas, replicas - 1))
+        return PoolSplit(speculative=probe, baseline=replicas - probe)
+    return PoolSplit(speculative=replicas, baseline=0)
+
+
+# ------------------------------------------------------------------------------------- status
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    """Conditions with ``type_`` set; lastTransitionTime moves only when the status changes."""
+    out = []
+    found = False
+    for cond in conditions:
+        if cond.get("type") != type_:
+            out.append(dict(cond))
+            continue
+        found = True
+        changed = cond.get("status") != status
+        out.append(
+            {
+                "type": type_,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": now if changed else cond.get("lastTransitionTime", now),
+                "observedGeneration": generation,
+            }
+        )
+    if not found:
+        out.append(
+            {
+                "type": type_,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": now,
+                "observedGeneration": generation,
+            }
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """What the live Deployment of a pool reports."""
+
+    exists: bool
+    replicas: int = 0
+    ready: int = 0
+    updated: int = 0
+
+
+def pool_state(live: Mapping[str, Any] | None) -> PoolState:
+    if live is None:
+        return PoolState(exists=False)
+    st = live.get("status") or {}
+    return PoolState(
+        exists=True,
+        replicas=int(st.get("replicas") or 0),
+        ready=int(st.get("readyReplicas") or 0),
+        updated=int(st.get("updatedReplicas") or 0),
+    )
+
+
+def _budget_status(report: CheckReport) -> dict[str, Any]:
+    b = report.budget
+    return {
+        "vramGiB": b.vram_gib,
+        "targetWeightsGiB": b.target_weights_gib,
+        "draftWeightsGiB": b.draft_weights_gib,
+        "kvCacheGiB": b.kv_cache_gib,
+        "kvCacheGiBWithoutDraft": b.kv_cache_gib_without_draft,
+        "maxConcurrentSequences": b.max_concurrent_sequences,
+        "maxConcurrentSequencesWithoutDraft": b.max_concurrent_sequences_without_draft,
+    }
+
+
+def desired_status(
+    si: SpeculativeInference,
+    report: CheckReport,
+    mode: str,
+    split: PoolSplit | None,
+    pools: Mapping[Pool, PoolState],
+    now: str,
+    metrics_condition: tuple[str, str, str] | None = None,
+) -> dict[str, Any]:
+    """The whole status the operator wants (``split`` None: nothing deployed, checks failed)."""
+    old = si.status.model_dump(by_alias=True, exclude_unset=True, exclude_none=True) if si.status else {}
+    generation = si.metadata.generation
+    conditions: list[dict[str, Any]] = list(old.get("conditions", []))
+
+    if report.ok:
+        fits = ("True", "Fits", "weights and KV cache fit the GPU memory budget")
+        if report.warnings:
+            fits = ("True", "FitsWithWarnings", "; ".join(str(w) for w in report.warnings))
+    else:
+        fits = ("False", report.errors[0].code, "; ".join(str(e) for e in report.errors))
+    conditions = set_condition(conditions, "BudgetFits", *fits, generation, now)
+
+    spec_state, base_state = (
+        pools.get(Pool.SPECULATIVE, PoolState(False)),
+        pools.get(Pool.BASELINE, PoolState(False)),
+    )
+    if split is None:
+        ready = ("False", "Refused", "the resource fails its checks; nothing is deployed or changed")
+    else:
+        want = split.total
+        have = min(spec_state.ready, split.speculative) + min(base_state.ready, split.baseline)
+        if want == 0:
+            ready = ("True", "ScaledToZero", "spec.replicas is 0")
+        elif have >= want:
+            ready = ("True", "AllReplicasReady", f"{have}/{want} replicas ready")
+        else:
+            ready = ("False", "ReplicasNotReady", f"{have}/{want} replicas ready")
+    conditions = set_condition(conditions, "Ready", *ready, generation, now)
+
+    if split is not None and split.speculative > 0 and spec_state.ready > 0:
+        active = ("True", "SpeculativePoolServing", f"{spec_state.ready} speculative replica(s) ready")
+    elif mode == BASELINE and si.spec.policy.mode is Mode.BASELINE:
+        active = ("False", "PinnedBaseline", "spec.policy.mode is Baseline")
+    elif mode == BASELINE:
+        active = ("False", "FellBack", "speculation is off")
+    else:
+        active = ("False", "SpeculativePoolNotReady", "no speculative replica is ready")
+    conditions = set_condition(conditions, "SpeculationActive", *active, generation, now)
+
+    metrics = metrics_condition or ("Unknown", "NotEvaluated", "no metrics evaluation has run yet")
+    conditions = set_condition(conditions, "MetricsAvailable", *metrics, generation, now)
+
+    status: dict[str, Any] = {
+        **old,
+        "observedGeneration": generation,
+        "mode": mode,
+        "modeSince": old.get("modeSince") if old.get("mode") == mode else now,
+        "replicas": spec_state.replicas + base_state.replicas,
+        "selector": selector_string(si.metadata.name),
+        "conditions": conditions,
+        "budget": _budget_status(report),
+    }
+    if split is not None:
+        status["pools"] = {
+            "speculative": {"replicas": split.speculative, "readyReplicas": spec_state.ready},
+            "baseline": {"replicas": split.baseline, "readyReplicas": base_state.ready},
+        }
+    return prune_empty(status)
+
+
+def prune_empty(value: dict[str, Any]) -> dict[str, Any]:
+    """Drop None and "" values: in a merge patch a null deletes the key (and kube-apiserver 1.20
+    stores an empty string as null), so either would differ from the stored status forever."""
+    out: dict[str, Any] = _prune(value)
+    return out
+
+
+def _prune(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _prune(v) for k, v in value.items() if v is not None and v != ""}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+def status_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level status keys whose value differs (a merge patch; empty when nothing changed)."""
+    old = old or {}
+    return {k: v for k, v in new.items() if old.get(k) != v}
