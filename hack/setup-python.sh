@@ -10,7 +10,7 @@ if [ -x "$PY" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 [ -x "$PY" ] || python3 -m venv "$VENV"
 "$PY" -m pip install -q --disable-pip-version-check -U pip 2>&1 | grep -v '^WARNING: Location' || true
-"$PY" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" 2>&1 | grep -v '^WARNING: Location' || true
+"$PY" -m pip install -q --disable-pip-version-check -e "$ROOT[test,plots]" 2>&1 | grep -v '^WARNING: Location' || true
 "$PY" -c "import specops, kopf, kubernetes, pydantic, typer" # fail here, not in a test
 echo "$want" > "$stamp"
 echo "python environment ready ($VENV)"

@@ -22,7 +22,7 @@ BASE_DOC: dict[str, Any] = {
         "replicas": 2,
         "vllm": {"version": "0.32.0"},
         "target": {
-            "model": "meta-llama/Llama-3.1-70B-Instruct",
+            "model": "RedHatAI/Meta-Llama-3.1-70B-Instruct-quantized.w8a8",
             "quantization": "int8",
             "tensorParallelSize": 2,
             "maxModelLen": 8192,

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from specops.api.v1alpha1 import Mode, SpeculativeInference
+from specops.policy import BASELINE, PROBING, SPECULATIVE, Observation, PolicyState, Reference, Transition
 from specops.render import Pool, PoolSplit, selector_string
 from specops.validation import CheckReport
-
-SPECULATIVE = "Speculative"
-BASELINE = "Baseline"
-PROBING = "Probing"
 
 _QUANTITY_SUFFIX: dict[str, int | Decimal] = {
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
@@ -58,7 +56,9 @@ def contains(want: Any, have: Any) -> bool:
     element by element, since SpecOps owns whole lists (args, env, volumes).
     """
     if isinstance(want, Mapping):
-        return isinstance(have, Mapping) and all(k in have and contains(v, have[k]) for k, v in want.items())
+        return isinstance(have, Mapping) and all(
+            contains(v, have[k]) if k in have else _is_zero(v) for k, v in want.items()
+        )
     if isinstance(want, list):
         return (
             isinstance(have, list)
@@ -66,6 +66,11 @@ def contains(want: Any, have: Any) -> bool:
             and all(contains(w, h) for w, h in zip(want, have, strict=True))
         )
     return _same_scalar(want, have)
+
+
+def _is_zero(value: Any) -> bool:
+    """Kubernetes omits zero values (false, 0, "", empty lists and maps) when it stores an object."""
+    return value is False or value == 0 or value in ("", [], {})
 
 
 def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
@@ -233,8 +238,12 @@ def desired_status(
         active = ("False", "SpeculativePoolNotReady", "no speculative replica is ready")
     conditions = set_condition(conditions, "SpeculationActive", *active, generation, now)
 
-    metrics = metrics_condition or ("Unknown", "NotEvaluated", "no metrics evaluation has run yet")
-    conditions = set_condition(conditions, "MetricsAvailable", *metrics, generation, now)
+    if metrics_condition is not None:
+        conditions = set_condition(conditions, "MetricsAvailable", *metrics_condition, generation, now)
+    elif not any(c.get("type") == "MetricsAvailable" for c in conditions):
+        # Kept as the last evaluation left it; Unknown until the first one.
+        not_yet = ("Unknown", "NotEvaluated", "no metrics evaluation has run yet")
+        conditions = set_condition(conditions, "MetricsAvailable", *not_yet, generation, now)
 
     status: dict[str, Any] = {
         **old,
@@ -273,3 +282,107 @@ def status_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dic
     """Top-level status keys whose value differs (a merge patch; empty when nothing changed)."""
     old = old or {}
     return {k: v for k, v in new.items() if old.get(k) != v}
+
+
+# ------------------------------------------------------------------------------ policy state
+
+
+def rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def epoch(text: str | None) -> float:
+    if not text:
+        return 0.0
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def policy_state_from_status(status: Mapping[str, Any] | None) -> PolicyState:
+    """The policy's state as stored in status (a new resource starts Speculative, counters at 0)."""
+    status = status or {}
+    counters = status.get("counters") or {}
+    ref = status.get("baselineReference")
+    reference = None
+    if ref:
+        reference = Reference(
+            tpot_p50=float(ref["p50TpotSeconds"]),
+            tpot_p99=float(ref["p99TpotSeconds"]),
+            rate_per_replica=float(ref["requestsPerReplica"]),
+            at=epoch(ref.get("recordedAt")),
+        )
+    history = tuple(
+        Transition(
+            epoch(d.get("time")),
+            d.get("from", ""),
+            d.get("to", ""),
+            d.get("reason", ""),
+            d.get("message", ""),
+        )
+        for d in status.get("decisions") or []
+    )
+    mode = status.get("mode")
+    return PolicyState(
+        mode=mode if mode in (SPECULATIVE, BASELINE, PROBING) else SPECULATIVE,
+        mode_since=epoch(status.get("modeSince")),
+        breaches=int(counters.get("breaches", 0)),
+        recoveries=int(counters.get("recoveries", 0)),
+        errors=int(counters.get("errors", 0)),
+        reference=reference,
+        history=history,
+    )
+
+
+def policy_status_fields(state: PolicyState) -> dict[str, Any]:
+    """The status keys that hold the policy's state."""
+    out: dict[str, Any] = {
+        "mode": state.mode,
+        "modeSince": rfc3339(state.mode_since) if state.mode_since else None,
+        "counters": {"breaches": state.breaches, "recoveries": state.recoveries, "errors": state.errors},
+        "decisions": [
+            {
+                "time": rfc3339(t.at),
+                "from": t.from_mode,
+                "to": t.to_mode,
+                "reason": t.reason,
+                "message": t.message,
+            }
+            for t in state.history
+        ],
+    }
+    if state.reference is not None:
+        r = state.reference
+        out["baselineReference"] = {
+            "p50TpotSeconds": round(r.tpot_p50, 6),
+            "p99TpotSeconds": round(r.tpot_p99, 6),
+            "requestsPerReplica": round(r.rate_per_replica, 4),
+            "recordedAt": rfc3339(r.at),
+        }
+    return out
+
+
+def _r(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def observed_fields(obs: Observation, window_end: str) -> dict[str, Any]:
+    """status.observed for an evaluation."""
+    spec, base = obs.speculative, obs.baseline
+    rate = sum(p.request_rate or 0.0 for p in (spec, base) if p is not None)
+    out: dict[str, Any] = {"windowEnd": window_end, "requestRate": round(rate, 4)}
+    if spec is not None:
+        waiting = spec.waiting / spec.replicas if spec.waiting is not None and spec.replicas else None
+        out.update(
+            acceptanceRate=_r(spec.acceptance),
+            meanAcceptanceLength=_r(spec.mean_acceptance_length),
+            acceptancePerPosition=list(spec.per_position),
+            p50TpotSeconds=_r(spec.tpot_p50, 6),
+            p99TpotSeconds=_r(spec.tpot_p99, 6),
+            tailRatio=_r(spec.tail_ratio, 3),
+            p99TtftSeconds=_r(spec.ttft_p99, 6),
+            p99E2eSeconds=_r(spec.e2e_p99, 6),
+            waitingPerReplica=_r(waiting, 3),
+            kvCacheUsage=_r(spec.kv_usage, 4),
+        )
+    if base is not None:
+        out.update(baselineP50TpotSeconds=_r(base.tpot_p50, 6), baselineP99TpotSeconds=_r(base.tpot_p99, 6))
+    return prune_empty(out)

@@ -38,6 +38,9 @@ from tests.conftest import make_doc, make_si
         ({"port": 8000}, {"port": "8000"}, True),
         ({"a": 1}, None, False),
         ({"args": ["--x", "1"]}, {"args": ["--x", "2"]}, False),
+        # The API server omits zero values when it stores an object.
+        ({"readOnly": False, "items": [], "x": 0}, {}, True),
+        ({"readOnly": True}, {}, False),
     ],
 )
 def test_contains(want: Any, have: Any, expected: bool) -> None:

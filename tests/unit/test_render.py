@@ -165,7 +165,7 @@ def test_common_args() -> None:
         vllm={"servedModelName": "llama-70b", "port": 9000},
     )
     args = vllm_args(si.spec, Pool.BASELINE)
-    assert arg_value(args, "--model") == "meta-llama/Llama-3.1-70B-Instruct"
+    assert arg_value(args, "--model") == "RedHatAI/Meta-Llama-3.1-70B-Instruct-quantized.w8a8"
     assert arg_value(args, "--served-model-name") == "llama-70b"
     assert arg_value(args, "--revision") == "abc123"
     assert arg_value(args, "--tensor-parallel-size") == "2"

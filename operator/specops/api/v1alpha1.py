@@ -423,14 +423,21 @@ class PolicySpec(_Model):
         ge=0.0,
         description="Requests per second below which a window counts as no data.",
     )
-    consecutive_breaches: int = Field(default=3, ge=1, description="Breaches in a row before falling back.")
+    max_waiting_per_replica: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="Mean queued requests per speculative replica at which the pool counts as saturated.",
+    )
+    consecutive_breaches: int = Field(
+        default=3,
+        ge=2,
+        description="Breaches (or probe losses) in a row before falling back; never one sample.",
+    )
     consecutive_recoveries: int = Field(
-        default=3, ge=1, description="Probe wins in a row before re-enabling."
+        default=3, ge=2, description="Probe wins in a row before re-enabling."
     )
     consecutive_errors: int = Field(
-        default=5,
-        ge=1,
-        description="Metric errors in a row before onMetricsUnavailable=Baseline falls back.",
+        default=5, ge=2, description="Metric errors in a row before onMetricsUnavailable=Baseline falls back."
     )
     cooldown: Duration = Field(default="10m", description="Time in Baseline before a probe may start.")
     on_metrics_unavailable: OnMetricsUnavailable = Field(
@@ -538,15 +545,36 @@ class ObservedMetrics(_StatusModel):
     """The latest evaluation's figures."""
 
     acceptance_rate: float | None = Field(
-        default=None, description="Draft acceptance rate of the speculative pool."
+        default=None, description="Draft acceptance rate, speculative pool."
+    )
+    mean_acceptance_length: float | None = Field(
+        default=None, description="Tokens per speculative step (accepted drafts per draft + 1)."
+    )
+    acceptance_per_position: list[float] = Field(
+        default_factory=list, description="Conditional acceptance at each draft position."
     )
     p50_tpot_seconds: float | None = Field(default=None, description="P50 request TPOT, speculative pool.")
     p99_tpot_seconds: float | None = Field(default=None, description="P99 request TPOT, speculative pool.")
+    baseline_p50_tpot_seconds: float | None = Field(
+        default=None, description="P50 request TPOT, baseline pool."
+    )
     baseline_p99_tpot_seconds: float | None = Field(
         default=None, description="P99 request TPOT, baseline pool."
     )
     tail_ratio: float | None = Field(default=None, description="P99/P50 TPOT ratio, speculative pool.")
+    p99_ttft_seconds: float | None = Field(
+        default=None, description="P99 time to first token, speculative pool."
+    )
+    p99_e2e_seconds: float | None = Field(
+        default=None, description="P99 end-to-end latency, speculative pool."
+    )
     request_rate: float | None = Field(default=None, description="Requests per second over both pools.")
+    waiting_per_replica: float | None = Field(
+        default=None, description="Mean queued requests per speculative replica."
+    )
+    kv_cache_usage: float | None = Field(
+        default=None, description="Highest KV cache usage, speculative pool."
+    )
     window_end: str | None = Field(default=None, description="End of the evaluated window (RFC 3339).")
 
 
@@ -558,6 +586,15 @@ class Decision(_StatusModel):
     to_mode: str = Field(alias="to", description="Mode after.")
     reason: str = Field(description="CamelCase reason, also the Event reason.")
     message: str = Field(default="", description="Evidence in words.")
+
+
+class BaselineReference(_StatusModel):
+    """The baseline pool's latency at a load, recorded while it served traffic."""
+
+    p50_tpot_seconds: float = Field(description="P50 request TPOT of the baseline pool.")
+    p99_tpot_seconds: float = Field(description="P99 request TPOT of the baseline pool.")
+    requests_per_replica: float = Field(description="Request rate per replica when recorded.")
+    recorded_at: str = Field(description="When it was recorded (RFC 3339).")
 
 
 class Counters(_StatusModel):
@@ -582,6 +619,11 @@ class SpeculativeInferenceStatus(_StatusModel):
     observed: ObservedMetrics | None = Field(default=None, description="Latest observed metrics.")
     verdict: str | None = Field(default=None, description="Latest verdict: Healthy, Breach, NoData or Error.")
     counters: Counters | None = Field(default=None, description="Hysteresis counters.")
+    baseline_reference: BaselineReference | None = Field(
+        default=None, description="Recorded baseline latency, the reference while no baseline pool runs."
+    )
+    verdict_reason: str | None = Field(default=None, description="Reason of the latest verdict.")
+    verdict_message: str | None = Field(default=None, description="Evidence of the latest verdict.")
     decisions: list[Decision] = Field(default_factory=list, description="Last 20 decisions, newest last.")
 
 

@@ -1,10 +1,10 @@
 """Kopf handlers: each translates kwargs into a call of the core, nothing more.
 
 Registered into a registry given by the caller (a fresh one per test).  The resource is handled
-with ``on.event`` plus a timer rather than ``on.create``/``on.update``: those keep progress in
-annotations on the user's object, and SpecOps writes nothing to a user's spec or metadata, so a
-GitOps tool never sees drift on the resource it owns.  Reconciling is idempotent and cheap when
-nothing changed, so running it on every event is safe.
+with ``on.event`` plus background loops rather than ``on.create``/``on.update`` or Kopf timers:
+those keep progress in annotations, or a finalizer, on the user's object, and SpecOps writes
+nothing to a user's spec or metadata, so a GitOps tool never sees drift on the resource it owns.
+Reconciling is idempotent and cheap when nothing changed, so running it on every event is safe.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import kopf
 
 from specops.admission import review, review_scale
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
+from specops.controller.evaluator import Evaluator
 from specops.controller.reconciler import Reconciler
 from specops.render import LABEL_MANAGED_BY, MANAGED_BY
 
@@ -31,9 +32,23 @@ def _owner_name(body: kopf.Body) -> str | None:
     return None
 
 
+async def evaluation_loop(evaluator: Evaluator, tick: float = 1.0) -> None:
+    """Evaluate due resources forever; each resource keeps its own interval."""
+    while True:
+        try:
+            report = await asyncio.to_thread(evaluator.run_cycle)
+            if report.resources:
+                log.debug("evaluated %d resources with %d queries in %.2f s", report.resources,
+                          report.queries, report.seconds)  # fmt: skip
+        except Exception:
+            log.exception("evaluation cycle failed")
+        await asyncio.sleep(tick)
+
+
 def register(
     registry: kopf.OperatorRegistry,
     reconciler: Reconciler,
+    evaluator: Evaluator | None = None,
     resync_seconds: float = 30.0,
     webhooks: bool = True,
 ) -> None:
@@ -47,14 +62,43 @@ def register(
             )
 
     @kopf.on.event(*RESOURCE, registry=registry)
-    async def resource_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+    async def resource_event(type: str, namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> None:
         # type None is the initial listing at start-up: that is the "resume" of a restarted operator.
-        if type != "DELETED":
-            await reconcile(namespace, name)
-
-    @kopf.timer(*RESOURCE, interval=resync_seconds, registry=registry)
-    async def resync(namespace: str | None, name: str, **_: Any) -> None:
+        if namespace is None:
+            return
+        if type == "DELETED":
+            known.discard((namespace, name))
+            if evaluator is not None:
+                evaluator.untrack(namespace, name)
+            return
+        known.add((namespace, name))
+        if evaluator is not None:
+            evaluator.track(namespace, name, dict(spec))
         await reconcile(namespace, name)
+
+    # Known resources, for the periodic resync. Not a Kopf timer: Kopf guards timers with a
+    # finalizer on the object, and SpecOps writes nothing to a user's metadata.
+    known: set[tuple[str, str]] = set()
+
+    async def resync_loop() -> None:
+        while True:
+            await asyncio.sleep(resync_seconds)
+            for namespace, name in sorted(known):
+                try:
+                    await reconcile(namespace, name)
+                except Exception:
+                    log.exception("resync of %s/%s failed", namespace, name)
+
+    @kopf.on.startup(registry=registry)
+    async def start_loops(memo: kopf.Memo, **_: Any) -> None:
+        memo["tasks"] = [asyncio.create_task(resync_loop())]
+        if evaluator is not None:
+            memo["tasks"].append(asyncio.create_task(evaluation_loop(evaluator)))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_loops(memo: kopf.Memo, **_: Any) -> None:
+        for task in memo.get("tasks", []):
+            task.cancel()
 
     owned = {LABEL_MANAGED_BY: MANAGED_BY}
 

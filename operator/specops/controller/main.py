@@ -15,6 +15,7 @@ from kubernetes import client
 from kubernetes import config as kube_config
 
 from specops.controller.certs import make_self_signed
+from specops.controller.evaluator import Evaluator
 from specops.controller.handlers import register
 from specops.controller.kube import Kube
 from specops.controller.reconciler import Reconciler
@@ -34,6 +35,7 @@ class OperatorOptions:
     standalone: bool = True
     peering_name: str = "specops"
     resync_seconds: float = 30.0
+    evaluate: bool = True  # the metrics policy loop
     webhooks: bool = True
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 9443
@@ -73,7 +75,8 @@ def build(opts: OperatorOptions) -> tuple[kopf.OperatorRegistry, kopf.OperatorSe
     registry = kopf.OperatorRegistry()
     settings = kopf.OperatorSettings()
     reconciler = Reconciler(Kube(api))
-    register(registry, reconciler, resync_seconds=opts.resync_seconds, webhooks=opts.webhooks)
+    evaluator = Evaluator(reconciler, opts.prometheus_url, tuple(opts.namespaces)) if opts.evaluate else None
+    register(registry, reconciler, evaluator, resync_seconds=opts.resync_seconds, webhooks=opts.webhooks)
 
     cfg = api.configuration
 

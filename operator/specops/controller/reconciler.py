@@ -16,13 +16,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from specops.api.v1alpha1 import SpeculativeInferenceStatus
+from specops.controller import metrics
 from specops.controller.kube import Kube, now_rfc3339
+from specops.policy import BASELINE, Decision, Observation, decide
 from specops.reconcile import (
     current_mode,
     desired_status,
     needs_apply,
+    observed_fields,
+    policy_state_from_status,
+    policy_status_fields,
     pool_state,
     prune_empty,
+    rfc3339,
     set_condition,
     split_for_mode,
     status_changes,
@@ -66,7 +72,51 @@ class Reconciler:
                 return None
             return self._reconcile(body)
 
-    def _reconcile(self, body: dict[str, Any]) -> Outcome:
+    def evaluate(self, namespace: str, name: str, obs: Observation, now: float) -> Decision | None:
+        """One policy evaluation: decide, then reconcile with the decision, in one status write."""
+        with self._lock(namespace, name):
+            body = self.kube.get_resource(namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return None
+            try:
+                si = load_resource(_strip_status(body))
+            except ResourceError:
+                return None  # reconcile reports it; nothing to evaluate
+            if not check_resource(si).ok:
+                return None
+            old_status = body.get("status") or {}
+            decision = decide(si.spec.policy, policy_state_from_status(old_status), obs, now)
+            a = decision.assessment
+            fields = {
+                **policy_status_fields(decision.state),
+                "observed": observed_fields(obs, rfc3339(now)),
+                "verdict": a.verdict.value,
+                "verdictReason": a.reason,
+                "verdictMessage": a.message,
+            }
+            out = self._reconcile(
+                body, policy_fields=prune_empty(fields), metrics_condition=decision.metrics_available
+            )
+            if decision.transition is not None:
+                t = decision.transition
+                kind = "Warning" if t.to_mode == BASELINE and t.reason != "ManualOverride" else "Normal"
+                self._event(body, kind, t.reason, f"{t.from_mode} -> {t.to_mode}: {t.message}", out)
+                metrics.DECISIONS.labels(t.reason, t.from_mode, t.to_mode).inc()
+            if (
+                decision.metrics_available[0] == "False"
+                and _condition(old_status, "MetricsAvailable").get("status") != "False"
+            ):
+                self._event(body, "Warning", "MetricsUnavailable", decision.metrics_available[2], out)
+            metrics.EVALUATIONS.labels(a.verdict.value).inc()
+            metrics.set_mode(namespace, name, decision.state.mode)
+            return decision
+
+    def _reconcile(
+        self,
+        body: dict[str, Any],
+        policy_fields: dict[str, Any] | None = None,
+        metrics_condition: tuple[str, str, str] | None = None,
+    ) -> Outcome:
         out = Outcome()
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
@@ -76,13 +126,13 @@ class Reconciler:
         except ResourceError as exc:
             self._refuse_unreadable(body, exc, out)
             return out
-        si = si.model_copy(update={"status": _lenient_status(old_status)})
+        si = si.model_copy(update={"status": _lenient_status({**old_status, **(policy_fields or {})})})
         report = check_resource(si)
         now = self.clock()
         mode = current_mode(si)
         if not report.ok:
             # Nothing is created or changed for a resource that cannot work; what runs stays.
-            new = desired_status(si, report, mode, None, self._pools(ns, name), now)
+            new = desired_status(si, report, mode, None, self._pools(ns, name), now, metrics_condition)
             self._patch(body, new, out)
             if _condition(old_status, "BudgetFits").get("reason") != report.errors[0].code:
                 self._event(body, "Warning", "SpecRejected", "; ".join(str(e) for e in report.errors), out)
@@ -106,6 +156,7 @@ class Reconciler:
             if not needs_apply(manifest, live):
                 continue
             self.kube.apply(manifest)
+            metrics.WRITES.labels(kind).inc()
             out.applied.append(f"{kind}/{obj_name}")
             if live is None and not old_status.get("observedGeneration"):
                 continue  # first deployment: one Deployed event below
@@ -127,7 +178,7 @@ class Reconciler:
         if report.warnings and (generation_changed or not old_status):
             self._event(body, "Warning", "BudgetWarning", "; ".join(str(w) for w in report.warnings), out)
 
-        new = desired_status(si, report, mode, split, self._pools(ns, name), now)
+        new = desired_status(si, report, mode, split, self._pools(ns, name), now, metrics_condition)
         self._patch(body, new, out)
         return out
 
@@ -148,6 +199,7 @@ class Reconciler:
         if patch:
             meta = body["metadata"]
             self.kube.patch_status(meta["namespace"], meta["name"], patch)
+            metrics.WRITES.labels("status").inc()
             out.status_patched = sorted(patch)
 
     def _event(self, body: dict[str, Any], type_: str, reason: str, message: str, out: Outcome) -> None:

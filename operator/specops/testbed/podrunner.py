@@ -66,6 +66,7 @@ class RunningPod:
     proc: subprocess.Popen[bytes] | None = None
     ready: bool = False
     restarts: int = 0
+    restart_at: float | None = None  # CrashLoopBackOff: when the next start may happen
     started_at: str = field(default_factory=_now)
 
     @property
@@ -286,10 +287,21 @@ class PodRunner:
         if pod.proc is None:
             return
         if pod.proc.poll() is not None:
-            log.warning("%s exited with %s; restarting", pod.key, pod.proc.returncode)
+            now = time.monotonic()
+            if pod.restart_at is None:
+                # Back off like a kubelet (doubling from 1 s, capped at 30 s here).
+                delay = min(30.0, 2.0 ** min(pod.restarts, 5))
+                log.warning("%s exited with %s; restarting in %.0f s", pod.key, pod.proc.returncode, delay)
+                pod.restart_at = now + delay
+                pod.ready = False
+                if self.prometheus is not None:
+                    self.prometheus.remove_target(pod.key)
+                self._write_status(pod)
+                return
+            if now < pod.restart_at:
+                return
+            pod.restart_at = None
             pod.restarts += 1
-            if self.prometheus is not None:
-                self.prometheus.remove_target(pod.key)
             self._spawn(pod)
             self._write_status(pod)
             return

@@ -1,0 +1,34 @@
+"""The operator's own Prometheus metrics (served by ``specops run --metrics-port``)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DECISIONS = Counter(
+    "specops_decisions", "Mode transitions taken by the policy.", ["reason", "from_mode", "to_mode"]
+)
+EVALUATIONS = Counter("specops_evaluations", "Per-resource policy evaluations by verdict.", ["verdict"])
+EVALUATION_SECONDS = Histogram(
+    "specops_evaluation_cycle_seconds",
+    "Duration of one evaluation cycle over all due resources (queries + decisions + writes).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+PROMETHEUS_QUERIES = Counter("specops_prometheus_queries", "Queries sent to Prometheus.")
+PROMETHEUS_ERRORS = Counter("specops_prometheus_errors", "Failed Prometheus queries.", ["kind"])
+MODE = Gauge("specops_mode", "1 for the current mode of each resource.", ["namespace", "name", "mode"])
+WRITES = Counter("specops_writes", "Write requests the operator made.", ["kind"])
+RESOURCES = Gauge("specops_resources", "SpeculativeInference resources tracked by this operator.")
+
+MODES = ("Speculative", "Baseline", "Probing")
+
+
+def set_mode(namespace: str, name: str, mode: str | None) -> None:
+    """Mark the current mode (None: the resource is gone, drop its series)."""
+    for m in MODES:
+        if mode is None:
+            with contextlib.suppress(KeyError):
+                MODE.remove(namespace, name, m)
+        else:
+            MODE.labels(namespace, name, m).set(float(m == mode))

@@ -1,0 +1,411 @@
+"""The fallback policy (pure): assess one evaluation, then decide the next mode.
+
+Modes: Speculative (all replicas speculate), Baseline (none do) and Probing (some replicas
+speculate beside baseline ones, serving the same traffic, to see whether speculation wins again;
+with one replica the probe is a timed trial of the whole service).
+
+An evaluation's verdict is one of four, kept distinct all the way to the status:
+
+* ``Healthy``  -- speculation is not hurting (or, while probing, it won this window);
+* ``Breach``   -- it hurts (or, while probing, it lost this window);
+* ``NoData``   -- too little traffic in the window to judge: holds, counts nothing;
+* ``Error``    -- Prometheus unreachable or answered badly: holds, counts errors, and only falls
+  back when ``onMetricsUnavailable: Baseline`` and errors repeat.
+
+Breach rules while speculative, first match wins:
+
+1. ``AcceptanceBelowThreshold``: acceptance < minAcceptanceRate (speculation is net negative).
+2. ``LoadSaturation``: requests are queueing on the speculative pool (mean waiting requests per
+   replica >= maxWaitingPerReplica): the GPUs are compute-bound, where drafting and verification are
+   pure overhead and the draft's KV cache costs concurrency.
+3. ``TailLatencyRegression``: P99 TPOT worse than the reference by more than maxP99TpotRegression.
+4. ``TailGapWidening``: the P99/P50 TPOT ratio grew past the reference's by maxTailGapWidening.
+
+Rules 3 and 4 need a reference.  A baseline pool serving the same window is a true A/B comparison
+and applies at any acceptance; the baseline recorded during the last Baseline period (at a similar
+per-replica load, within a factor ``REFERENCE_LOAD_TOLERANCE``) is weaker evidence and applies only
+in the break-even band (minAcceptanceRate <= acceptance < breakEvenAcceptanceRate), as DOMAIN.md
+section 3 prescribes.
+
+Hysteresis: a transition needs ``consecutiveBreaches`` breaches (or probe losses) or
+``consecutiveRecoveries`` probe wins in a row; the opposite verdict resets the count; no decision
+is ever taken on one sample.  All state lives in the resource's status.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from specops.api.v1alpha1 import Mode, OnMetricsUnavailable, PolicySpec, parse_duration
+
+SPECULATIVE, BASELINE, PROBING = "Speculative", "Baseline", "Probing"
+REFERENCE_LOAD_TOLERANCE = 1.5
+HISTORY_LIMIT = 20
+
+
+class Verdict(StrEnum):
+    HEALTHY = "Healthy"
+    BREACH = "Breach"
+    NO_DATA = "NoData"
+    ERROR = "Error"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolMetrics:
+    """One pool's figures over the evaluation window (None: no such series)."""
+
+    replicas: int = 0
+    request_rate: float | None = None
+    acceptance: float | None = None
+    mean_acceptance_length: float | None = None
+    per_position: tuple[float, ...] = ()
+    tpot_p50: float | None = None
+    tpot_p99: float | None = None
+    e2e_p50: float | None = None
+    e2e_p99: float | None = None
+    ttft_p99: float | None = None
+    running: float | None = None
+    waiting: float | None = None
+    kv_usage: float | None = None
+
+    @property
+    def rate_per_replica(self) -> float | None:
+        if self.request_rate is None or self.replicas <= 0:
+            return None
+        return self.request_rate / self.replicas
+
+    @property
+    def tail_ratio(self) -> float | None:
+        if not _num(self.tpot_p50) or not _num(self.tpot_p99) or not self.tpot_p50:
+            return None
+        assert self.tpot_p99 is not None
+        return self.tpot_p99 / self.tpot_p50
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    speculative: PoolMetrics | None = None
+    baseline: PoolMetrics | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """The baseline's latency at some load, recorded while the baseline pool served traffic."""
+
+    tpot_p50: float
+    tpot_p99: float
+    rate_per_replica: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    verdict: Verdict
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    at: float
+    from_mode: str
+    to_mode: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    mode: str = SPECULATIVE
+    mode_since: float = 0.0
+    breaches: int = 0
+    recoveries: int = 0
+    errors: int = 0
+    reference: Reference | None = None
+    history: tuple[Transition, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: PolicyState
+    assessment: Assessment
+    transition: Transition | None
+    metrics_available: tuple[str, str, str]  # condition status, reason, message
+
+
+def _num(x: float | None) -> bool:
+    return x is not None and not math.isnan(x) and not math.isinf(x)
+
+
+def _has_traffic(pool: PoolMetrics | None, policy: PolicySpec) -> bool:
+    return (
+        pool is not None and _num(pool.request_rate) and (pool.request_rate or 0.0) >= policy.min_request_rate
+    )
+
+
+def _fmt(x: float | None, unit: str = "") -> str:
+    return "n/a" if not _num(x) else f"{x:.3g}{unit}"
+
+
+def usable_reference(ref: Reference | None, pool: PoolMetrics) -> Reference | None:
+    """A recorded reference counts only at a comparable load per replica."""
+    rate = pool.rate_per_replica
+    if ref is None or not _num(rate) or rate is None or ref.rate_per_replica <= 0:
+        return None
+    ratio = rate / ref.rate_per_replica
+    return ref if 1 / REFERENCE_LOAD_TOLERANCE <= ratio <= REFERENCE_LOAD_TOLERANCE else None
+
+
+def _latency_rules(
+    policy: PolicySpec, spec: PoolMetrics, ref_p50: float | None, ref_p99: float | None, where: str
+) -> Assessment | None:
+    if _num(ref_p99) and _num(spec.tpot_p99) and ref_p99:
+        assert spec.tpot_p99 is not None
+        excess = spec.tpot_p99 / ref_p99 - 1
+        if excess > policy.max_p99_tpot_regression:
+            return Assessment(
+                Verdict.BREACH,
+                "TailLatencyRegression",
+                f"P99 TPOT {_fmt(spec.tpot_p99, ' s')} is {excess:.0%} above {where} "
+                f"({_fmt(ref_p99, ' s')}); limit {policy.max_p99_tpot_regression:.0%}",
+            )
+    gap = spec.tail_ratio
+    if _num(ref_p50) and _num(ref_p99) and ref_p50 and gap is not None:
+        assert ref_p99 is not None and ref_p50 is not None
+        ref_gap = ref_p99 / ref_p50
+        widening = gap / ref_gap - 1
+        if widening > policy.max_tail_gap_widening:
+            return Assessment(
+                Verdict.BREACH,
+                "TailGapWidening",
+                f"P99/P50 TPOT {gap:.2f} vs {ref_gap:.2f} for {where}: {widening:.0%} wider; "
+                f"limit {policy.max_tail_gap_widening:.0%}",
+            )
+    return None
+
+
+def assess(policy: PolicySpec, state: PolicyState, obs: Observation) -> Assessment:
+    """This window's verdict for the current mode, with its evidence in words."""
+    if obs.error is not None:
+        return Assessment(Verdict.ERROR, "MetricsUnavailable", obs.error)
+    spec, base = obs.speculative, obs.baseline
+    if state.mode == BASELINE:
+        if not _has_traffic(base, policy):
+            return Assessment(
+                Verdict.NO_DATA, "InsufficientTraffic", "the baseline pool has too little traffic"
+            )
+        assert base is not None
+        return Assessment(
+            Verdict.HEALTHY, "BaselineServing", f"baseline P99 TPOT {_fmt(base.tpot_p99, ' s')}"
+        )
+    if not _has_traffic(spec, policy) or spec is None or not _num(spec.acceptance):
+        rate = _fmt(spec.request_rate if spec else None, " req/s")
+        return Assessment(
+            Verdict.NO_DATA,
+            "InsufficientTraffic",
+            f"speculative pool: {rate}, below the {policy.min_request_rate:g} req/s floor "
+            "or no acceptance data",
+        )
+    acc = spec.acceptance
+    assert acc is not None
+    ab = _has_traffic(base, policy)
+
+    if state.mode == PROBING:
+        if base is not None and ab:
+            if acc < policy.break_even_acceptance_rate:
+                return Assessment(
+                    Verdict.BREACH,
+                    "ProbeLost",
+                    f"acceptance {acc:.2f} below break-even {policy.break_even_acceptance_rate:.2f}",
+                )
+            if not (_num(spec.tpot_p99) and _num(base.tpot_p99)):
+                return Assessment(Verdict.NO_DATA, "InsufficientTraffic", "no TPOT data for one of the pools")
+            assert spec.tpot_p99 is not None and base.tpot_p99 is not None
+            if spec.tpot_p99 < base.tpot_p99:
+                return Assessment(
+                    Verdict.HEALTHY,
+                    "ProbeWon",
+                    f"acceptance {acc:.2f}; P99 TPOT {_fmt(spec.tpot_p99, ' s')} speculative vs "
+                    f"{_fmt(base.tpot_p99, ' s')} baseline",
+                )
+            return Assessment(
+                Verdict.BREACH,
+                "ProbeLost",
+                f"P99 TPOT {_fmt(spec.tpot_p99, ' s')} speculative vs {_fmt(base.tpot_p99, ' s')} baseline",
+            )
+        # A timed trial of a single replica: judged on acceptance and the recorded reference.
+        ref = usable_reference(state.reference, spec)
+        if acc < policy.break_even_acceptance_rate:
+            return Assessment(Verdict.BREACH, "ProbeLost", f"acceptance {acc:.2f} below break-even")
+        if (
+            ref is not None
+            and _num(spec.tpot_p99)
+            and spec.tpot_p99 is not None
+            and spec.tpot_p99 >= ref.tpot_p99
+        ):
+            return Assessment(
+                Verdict.BREACH,
+                "ProbeLost",
+                f"P99 TPOT {_fmt(spec.tpot_p99, ' s')} vs recorded baseline {_fmt(ref.tpot_p99, ' s')}",
+            )
+        return Assessment(Verdict.HEALTHY, "ProbeWon", f"acceptance {acc:.2f}")
+
+    # Speculative.
+    if acc < policy.min_acceptance_rate:
+        return Assessment(
+            Verdict.BREACH,
+            "AcceptanceBelowThreshold",
+            f"acceptance {acc:.2f} below {policy.min_acceptance_rate:.2f}: drafting costs more than it saves",
+        )
+    if spec.replicas > 0 and _num(spec.waiting) and spec.waiting is not None:
+        per_replica = spec.waiting / spec.replicas
+        if per_replica >= policy.max_waiting_per_replica:
+            return Assessment(
+                Verdict.BREACH,
+                "LoadSaturation",
+                f"{per_replica:.1f} requests waiting per speculative replica (limit "
+                f"{policy.max_waiting_per_replica:g}): compute-bound, speculation is overhead",
+            )
+    if base is not None and ab:
+        found = _latency_rules(policy, spec, base.tpot_p50, base.tpot_p99, "the baseline pool")
+        if found:
+            return found
+    elif acc < policy.break_even_acceptance_rate:
+        ref = usable_reference(state.reference, spec)
+        if ref is not None:
+            found = _latency_rules(policy, spec, ref.tpot_p50, ref.tpot_p99, "the recorded baseline")
+            if found:
+                return found
+    return Assessment(
+        Verdict.HEALTHY,
+        "Healthy",
+        f"acceptance {acc:.2f}, P99 TPOT {_fmt(spec.tpot_p99, ' s')}, P99/P50 {_fmt(spec.tail_ratio)}",
+    )
+
+
+def _transition(
+    state: PolicyState, to: str, reason: str, message: str, now: float
+) -> tuple[PolicyState, Transition]:
+    t = Transition(now, state.mode, to, reason, message)
+    history = (*state.history, t)[-HISTORY_LIMIT:]
+    new = replace(state, mode=to, mode_since=now, breaches=0, recoveries=0, history=history)
+    return new, t
+
+
+def _record_reference(
+    state: PolicyState, base: PoolMetrics | None, policy: PolicySpec, now: float
+) -> PolicyState:
+    if base is None or not _has_traffic(base, policy):
+        return state
+    rate = base.rate_per_replica
+    if not (_num(base.tpot_p50) and _num(base.tpot_p99) and _num(rate)):
+        return state
+    assert base.tpot_p50 is not None and base.tpot_p99 is not None and rate is not None
+    return replace(state, reference=Reference(base.tpot_p50, base.tpot_p99, rate, now))
+
+
+def decide(policy: PolicySpec, state: PolicyState, obs: Observation, now: float) -> Decision:
+    """The next policy state.  Pure: the same inputs give the same decision, before or after a
+    restart of the operator."""
+    assessment = assess(policy, state, obs)
+    transition: Transition | None = None
+    if assessment.verdict is Verdict.ERROR:
+        metrics = ("False", "PrometheusError", assessment.message)
+    elif assessment.verdict is Verdict.NO_DATA:
+        metrics = ("True", "InsufficientTraffic", assessment.message)
+    else:
+        metrics = ("True", "Evaluated", assessment.message)
+
+    # Manual pins win and say so.
+    pin = {Mode.SPECULATIVE: SPECULATIVE, Mode.BASELINE: BASELINE}.get(policy.mode)
+    if pin is not None:
+        if state.mode != pin:
+            state, transition = _transition(state, pin, "ManualOverride", f"spec.policy.mode is {pin}", now)
+        state = replace(state, breaches=0, recoveries=0, errors=0)
+        return Decision(state, assessment, transition, metrics)
+
+    if assessment.verdict is Verdict.ERROR:
+        state = replace(state, errors=state.errors + 1)
+        if (
+            policy.on_metrics_unavailable is OnMetricsUnavailable.BASELINE
+            and state.errors >= policy.consecutive_errors
+            and state.mode != BASELINE
+        ):
+            state, transition = _transition(
+                state,
+                BASELINE,
+                "MetricsUnavailable",
+                f"{state.errors} evaluations in a row without metrics ({assessment.message}); "
+                "onMetricsUnavailable is Baseline",
+                now,
+            )
+        return Decision(state, assessment, transition, metrics)
+    state = replace(state, errors=0)
+
+    if state.mode in (BASELINE, PROBING):
+        state = _record_reference(state, obs.baseline, policy, now)
+
+    if state.mode == BASELINE:
+        cooled = now - state.mode_since >= parse_duration(policy.cooldown)
+        if cooled and assessment.verdict is Verdict.HEALTHY:
+            state, transition = _transition(
+                state,
+                PROBING,
+                "ProbeStarted",
+                f"cooldown {policy.cooldown} over with traffic: {policy.probe.replicas} replica(s) speculate "
+                "beside the baseline",
+                now,
+            )
+        return Decision(state, assessment, transition, metrics)
+
+    if assessment.verdict is Verdict.NO_DATA:
+        return Decision(state, assessment, transition, metrics)
+
+    if state.mode == PROBING:
+        if assessment.verdict is Verdict.HEALTHY:
+            state = replace(state, recoveries=state.recoveries + 1, breaches=0)
+            if state.recoveries >= policy.consecutive_recoveries:
+                state, transition = _transition(
+                    state,
+                    SPECULATIVE,
+                    "ProbeWon",
+                    f"{state.recoveries} winning evaluations in a row: {assessment.message}",
+                    now,
+                )
+        else:
+            state = replace(state, breaches=state.breaches + 1, recoveries=0)
+            if state.breaches >= policy.consecutive_breaches:
+                state, transition = _transition(
+                    state,
+                    BASELINE,
+                    "ProbeLost",
+                    f"{state.breaches} losing evaluations: {assessment.message}",
+                    now,
+                )
+        if transition is None and now - state.mode_since >= parse_duration(policy.probe.duration):
+            state, transition = _transition(
+                state,
+                BASELINE,
+                "ProbeLost",
+                f"probe ran {policy.probe.duration} without {policy.consecutive_recoveries} wins in a row",
+                now,
+            )
+        return Decision(state, assessment, transition, metrics)
+
+    # Speculative.
+    if assessment.verdict is Verdict.BREACH:
+        state = replace(state, breaches=state.breaches + 1, recoveries=0)
+        if state.breaches >= policy.consecutive_breaches:
+            state, transition = _transition(
+                state,
+                BASELINE,
+                assessment.reason,
+                f"{state.breaches} breaches in a row: {assessment.message}",
+                now,
+            )
+    else:
+        state = replace(state, breaches=0)
+    return Decision(state, assessment, transition, metrics)

@@ -1,0 +1,254 @@
+"""Table tests of the policy state machine (argo-rollouts style: one table per rule)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from specops.api.v1alpha1 import PolicySpec
+from specops.observation import build_observations, conditional_acceptance
+from specops.policy import (
+    BASELINE,
+    PROBING,
+    SPECULATIVE,
+    Observation,
+    PolicyState,
+    PoolMetrics,
+    Reference,
+    Verdict,
+    assess,
+    decide,
+)
+from specops.promql import Sample, Signal
+from specops.reconcile import policy_state_from_status, policy_status_fields
+
+POLICY = PolicySpec()  # defaults: min 0.5, break-even 0.65, 3 breaches, 3 recoveries, cooldown 10m
+
+
+def pool(**kw: Any) -> PoolMetrics:
+    base: dict[str, Any] = {"replicas": 2, "request_rate": 2.0, "acceptance": 0.8, "tpot_p50": 0.02, "tpot_p99": 0.03,
+                                "waiting": 0.0}  # fmt: skip
+    base.update(kw)
+    return PoolMetrics(**base)
+
+
+GOOD = Observation(speculative=pool())
+LOW_ACC = Observation(speculative=pool(acceptance=0.4))
+SATURATED = Observation(speculative=pool(waiting=6.0))
+IDLE = Observation(speculative=pool(request_rate=0.0))
+NAN = Observation(speculative=pool(acceptance=float("nan")))
+EMPTY = Observation()
+DOWN = Observation(error="connection refused")
+
+
+@pytest.mark.parametrize(
+    ("mode", "obs", "verdict", "reason"),
+    [
+        (SPECULATIVE, GOOD, Verdict.HEALTHY, "Healthy"),
+        (SPECULATIVE, LOW_ACC, Verdict.BREACH, "AcceptanceBelowThreshold"),
+        (SPECULATIVE, SATURATED, Verdict.BREACH, "LoadSaturation"),
+        (SPECULATIVE, IDLE, Verdict.NO_DATA, "InsufficientTraffic"),
+        (SPECULATIVE, NAN, Verdict.NO_DATA, "InsufficientTraffic"),
+        (SPECULATIVE, EMPTY, Verdict.NO_DATA, "InsufficientTraffic"),
+        (SPECULATIVE, DOWN, Verdict.ERROR, "MetricsUnavailable"),
+        # A/B against a baseline pool: applies at any acceptance.
+        (SPECULATIVE, Observation(speculative=pool(tpot_p99=0.05), baseline=pool(acceptance=None, tpot_p99=0.03)),
+         Verdict.BREACH, "TailLatencyRegression"),
+        (SPECULATIVE, Observation(speculative=pool(tpot_p50=0.01, tpot_p99=0.032),
+                                  baseline=pool(acceptance=None, tpot_p50=0.02, tpot_p99=0.03)),
+         Verdict.BREACH, "TailGapWidening"),
+        (SPECULATIVE, Observation(speculative=pool(tpot_p99=0.031), baseline=pool(acceptance=None, tpot_p99=0.03)),
+         Verdict.HEALTHY, "Healthy"),
+        (BASELINE, Observation(baseline=pool(acceptance=None)), Verdict.HEALTHY, "BaselineServing"),
+        (BASELINE, Observation(baseline=pool(request_rate=0.0)), Verdict.NO_DATA, "InsufficientTraffic"),
+        (PROBING, Observation(speculative=pool(replicas=1, tpot_p99=0.02), baseline=pool(acceptance=None)),
+         Verdict.HEALTHY, "ProbeWon"),
+        (PROBING, Observation(speculative=pool(replicas=1, tpot_p99=0.04), baseline=pool(acceptance=None)),
+         Verdict.BREACH, "ProbeLost"),
+        (PROBING, Observation(speculative=pool(replicas=1, acceptance=0.6, tpot_p99=0.02),
+                              baseline=pool(acceptance=None)), Verdict.BREACH, "ProbeLost"),
+    ],
+)  # fmt: skip
+def test_assess(mode: str, obs: Observation, verdict: Verdict, reason: str) -> None:
+    got = assess(POLICY, PolicyState(mode=mode), obs)
+    assert (got.verdict, got.reason) == (verdict, reason), got.message
+
+
+def test_recorded_reference_only_in_break_even_band_and_at_similar_load() -> None:
+    ref = Reference(tpot_p50=0.02, tpot_p99=0.03, rate_per_replica=1.0, at=0)
+    state = PolicyState(mode=SPECULATIVE, reference=ref)
+    slow = {"tpot_p99": 0.05, "request_rate": 2.0, "replicas": 2}  # 1 req/s per replica, like the reference
+    assert (
+        assess(POLICY, state, Observation(speculative=pool(acceptance=0.6, **slow))).reason
+        == "TailLatencyRegression"
+    )
+    # Above break-even the weaker evidence of a recorded reference does not count.
+    assert (
+        assess(POLICY, state, Observation(speculative=pool(acceptance=0.8, **slow))).verdict
+        is Verdict.HEALTHY
+    )
+    # At three times the recorded load the reference says nothing.
+    busy = dict(slow, request_rate=6.0)
+    assert (
+        assess(POLICY, state, Observation(speculative=pool(acceptance=0.6, **busy))).verdict
+        is Verdict.HEALTHY
+    )
+
+
+def run(state: PolicyState, observations: list[Observation], start: float = 1000.0, step: float = 30.0,
+        policy: PolicySpec = POLICY) -> tuple[PolicyState, list[str]]:  # fmt: skip
+    reasons = []
+    now = start
+    for obs in observations:
+        d = decide(policy, state, obs, now)
+        state = d.state
+        if d.transition:
+            reasons.append(f"{d.transition.from_mode}->{d.transition.to_mode}:{d.transition.reason}")
+        now += step
+    return state, reasons
+
+
+@pytest.mark.parametrize(
+    ("observations", "expected"),
+    [
+        ([LOW_ACC] * 2, []),  # two breaches are not enough
+        ([LOW_ACC] * 3, ["Speculative->Baseline:AcceptanceBelowThreshold"]),
+        ([LOW_ACC, GOOD, LOW_ACC, GOOD, LOW_ACC, GOOD], []),  # alternating: the count resets
+        (
+            [LOW_ACC, IDLE, LOW_ACC, NAN, LOW_ACC],
+            ["Speculative->Baseline:AcceptanceBelowThreshold"],
+        ),  # NoData holds
+        ([LOW_ACC] + [GOOD] * 5, []),  # a single bad sample never decides
+        ([SATURATED] * 3, ["Speculative->Baseline:LoadSaturation"]),
+        ([DOWN] * 10, []),  # Hold: errors never switch
+        ([EMPTY] * 10, []),
+    ],
+)
+def test_speculative_hysteresis(observations: list[Observation], expected: list[str]) -> None:
+    _, reasons = run(PolicyState(mode=SPECULATIVE), observations)
+    assert reasons == expected
+
+
+def test_errors_fall_back_once_with_on_metrics_unavailable_baseline() -> None:
+    policy = PolicySpec(on_metrics_unavailable="Baseline", consecutive_errors=4)
+    state, reasons = run(PolicyState(mode=SPECULATIVE), [DOWN] * 12, policy=policy)
+    assert reasons == ["Speculative->Baseline:MetricsUnavailable"]
+    assert state.errors == 12
+    d = decide(policy, PolicyState(mode=SPECULATIVE, errors=3), GOOD, 0)
+    assert d.state.errors == 0  # an answer resets the error count
+    assert d.metrics_available[0] == "True"
+    assert decide(policy, PolicyState(), DOWN, 0).metrics_available[:2] == ("False", "PrometheusError")
+
+
+def test_fall_back_then_probe_then_re_enable() -> None:
+    base_only = Observation(baseline=pool(acceptance=None, replicas=3, request_rate=3.0))
+    probe_win = Observation(speculative=pool(replicas=1, request_rate=1.0, tpot_p99=0.02),
+                            baseline=pool(acceptance=None, replicas=2, tpot_p99=0.03))  # fmt: skip
+    state, _reasons = run(PolicyState(mode=SPECULATIVE), [LOW_ACC] * 3)
+    assert state.mode == BASELINE
+    # Cooldown (10 min): 19 evaluations at 30 s do not start a probe, the 21st does.
+    state, more = run(state, [base_only] * 19, start=1000 + 90)
+    assert more == [] and state.mode == BASELINE
+    assert state.reference is not None and state.reference.tpot_p99 == 0.03
+    state, more = run(state, [base_only] * 2, start=1000 + 90 + 19 * 30)
+    assert more == ["Baseline->Probing:ProbeStarted"]
+    state, more = run(state, [probe_win] * 3, start=2000)
+    assert more == ["Probing->Speculative:ProbeWon"]
+    assert [t.reason for t in state.history] == ["AcceptanceBelowThreshold", "ProbeStarted", "ProbeWon"]
+
+
+def test_probe_loss_and_timeout() -> None:
+    loss = Observation(speculative=pool(replicas=1, tpot_p99=0.05), baseline=pool(acceptance=None))
+    _, reasons = run(PolicyState(mode=PROBING, mode_since=1000), [loss] * 3)
+    assert reasons == ["Probing->Baseline:ProbeLost"]
+    # Mixed results never reach three wins in a row: the probe ends after probe.duration (10 min).
+    win = Observation(speculative=pool(replicas=1, tpot_p99=0.02), baseline=pool(acceptance=None))
+    _state, reasons = run(PolicyState(mode=PROBING, mode_since=1000), [win, loss] * 12)
+    assert reasons == ["Probing->Baseline:ProbeLost"]
+
+
+def test_manual_pins() -> None:
+    pinned = PolicySpec(mode="Baseline")
+    d = decide(pinned, PolicyState(mode=SPECULATIVE, breaches=2), GOOD, 5)
+    assert d.transition is not None and d.transition.reason == "ManualOverride"
+    assert d.state.mode == BASELINE and d.state.breaches == 0
+    # Pinned Speculative ignores breaches.
+    state, reasons = run(PolicyState(mode=SPECULATIVE), [LOW_ACC] * 5, policy=PolicySpec(mode="Speculative"))
+    assert reasons == [] and state.mode == SPECULATIVE
+
+
+STATES = [
+    PolicyState(mode=SPECULATIVE, mode_since=1_700_000_000, breaches=2),
+    PolicyState(mode=BASELINE, mode_since=1_700_000_000, reference=Reference(0.02, 0.03, 1.0, 1_700_000_100)),
+    PolicyState(mode=PROBING, mode_since=1_700_000_000, recoveries=2, errors=1),
+]
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("obs", [GOOD, LOW_ACC, IDLE, DOWN, SATURATED])
+def test_restart_in_every_state_changes_nothing(state: PolicyState, obs: Observation) -> None:
+    """The state survives a round trip through status, so a restarted operator decides the same."""
+    restored = policy_state_from_status(policy_status_fields(state))
+    assert restored == state
+    now = 1_700_000_900.0
+    assert decide(POLICY, restored, obs, now) == decide(POLICY, state, obs, now)
+
+
+def test_history_is_capped_at_20() -> None:
+    state = PolicyState()
+    flip = [LOW_ACC] * 3
+    for _ in range(25):
+        state, _ = run(state, flip)
+        state = replace(state, mode=SPECULATIVE)
+    assert len(state.history) == 20  # 25 transitions happened; the oldest 5 were dropped
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([GOOD, LOW_ACC, IDLE, NAN, DOWN, SATURATED, EMPTY]), max_size=60))
+def test_never_decides_on_one_sample(observations: list[Observation]) -> None:
+    """Any transition out of Speculative is preceded by consecutiveBreaches breaches."""
+    state = PolicyState(mode=SPECULATIVE)
+    breaches = 0
+    for i, obs in enumerate(observations):
+        d = decide(POLICY, state, obs, 1000.0 + 30 * i)
+        if d.assessment.verdict is Verdict.BREACH:
+            breaches += 1
+        elif d.assessment.verdict is Verdict.HEALTHY:
+            breaches = 0
+        if d.transition is not None and state.mode == SPECULATIVE:
+            assert breaches >= POLICY.consecutive_breaches
+        state = d.state
+        if state.mode != SPECULATIVE:
+            break
+
+
+def test_observations_from_query_rows() -> None:
+    def row(pool_: str, value: float, **extra: str) -> Sample:
+        return Sample({"namespace": "ns", "specops_name": "svc", "specops_pool": pool_, **extra}, value)
+
+    results = {
+        Signal.ACCEPTED: [row("speculative", 80.0)],
+        Signal.DRAFTED: [row("speculative", 100.0)],
+        Signal.DRAFTS: [row("speculative", 20.0)],
+        Signal.ACCEPTED_PER_POSITION: [
+            row("speculative", 18.0, position="0"),
+            row("speculative", 15.0, position="1"),
+        ],
+        Signal.REQUEST_RATE: [row("speculative", 1.5), row("baseline", 0.5)],
+        Signal.TPOT_P99: [row("speculative", 0.03), row("baseline", float("nan"))],
+        Signal.REPLICAS: [row("speculative", 2), row("baseline", 1)],
+    }
+    obs = build_observations(results)[("ns", "svc")]
+    assert obs.speculative is not None and obs.baseline is not None
+    assert obs.speculative.acceptance == pytest.approx(0.8)
+    assert obs.speculative.mean_acceptance_length == pytest.approx(5.0)
+    assert obs.speculative.per_position == (0.9, pytest.approx(0.8333, abs=1e-4))
+    assert obs.baseline.tpot_p99 is None  # NaN from histogram_quantile with no data
+    assert obs.baseline.replicas == 1
+    assert conditional_acceptance([5.0], 0.0) == ()
+    assert math.isclose(obs.speculative.rate_per_replica or 0, 0.75)
