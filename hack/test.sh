@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Set up everything the tests need and run them all: lint, format, types, import layers, pytest.
-# Usage: hack/test.sh [pytest args...]
+# Set up everything the tests need and run them all: lint, format, types, import layers, then
+# pytest (unit, property and integration tests; the integration tests start a real control plane
+# and Prometheus themselves).
+# Usage: hack/test.sh [pytest args...]      e.g. hack/test.sh tests/unit -q
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-step 1/5 "python environment"
+t0=$(date +%s)
+step 1/6 "python environment"
 hack/setup-python.sh
-step 2/5 "ruff (lint + format check)"
-"$VENV/bin/ruff" check operator tests
-"$VENV/bin/ruff" format --check operator tests
-step 3/5 "mypy (strict, package)"
+step 2/6 "test world: etcd, Prometheus, kube-apiserver + kube-controller-manager (built once, cached)"
+hack/setup-testbed.sh
+step 3/6 "ruff (lint + format check)"
+"$VENV/bin/ruff" check operator tests benchmarks
+"$VENV/bin/ruff" format --check operator tests benchmarks
+step 4/6 "mypy (strict, package)"
 "$VENV/bin/mypy"
-step 4/5 "import layers (import-linter)"
+step 5/6 "import layers (import-linter)"
 "$VENV/bin/lint-imports"
-step 5/5 "pytest"
+step 6/6 "pytest"
 set +e
 "$VENV/bin/pytest" "$@"
 rc=$?
@@ -21,4 +26,5 @@ if [ "$rc" = 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
   exit 1
 fi
+echo "hack/test.sh finished in $(( $(date +%s) - t0 )) s with exit code $rc"
 exit "$rc"

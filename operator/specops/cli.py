@@ -245,6 +245,99 @@ def validate(file: FileArg) -> None:
         raise typer.Exit(EXIT_ERRORS)
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+@app.command()
+def run(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Namespace to watch (repeat for several); default: all."),
+    ] = None,
+    kubeconfig: Annotated[
+        str | None, typer.Option(help="Kubeconfig file; default: in-cluster, then $KUBECONFIG.")
+    ] = None,
+    prometheus_url: Annotated[
+        str | None,
+        typer.Option(help="Default Prometheus URL for resources without spec.policy.prometheusUrl."),
+    ] = None,
+    log_format: Annotated[LogFormat, typer.Option(help="text or json")] = LogFormat.TEXT,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    metrics_port: Annotated[int, typer.Option(help="Port of the operator's own /metrics (0: off).")] = 8080,
+    health_port: Annotated[int, typer.Option(help="Port of /healthz for probes (0: off).")] = 8081,
+    standalone: Annotated[
+        bool,
+        typer.Option(
+            "--standalone/--peering",
+            help="Standalone: one replica, no peering. Peering: replicas coordinate through Kopf's "
+            "peering objects (install the peering CRD).",
+        ),
+    ] = True,
+    resync_seconds: Annotated[float, typer.Option(help="Periodic reconcile interval.")] = 30.0,
+    status_refresh_seconds: Annotated[
+        float,
+        typer.Option(help="Longest age of status.observed figures while the policy's state is unchanged."),
+    ] = 60.0,
+    webhooks: Annotated[
+        bool, typer.Option("--webhooks/--no-webhooks", help="Serve the validating webhook.")
+    ] = True,
+    webhook_listen: Annotated[str, typer.Option(help="Address the webhook server binds.")] = "0.0.0.0",
+    webhook_port: Annotated[int, typer.Option(help="Port of the webhook server.")] = 9443,
+    webhook_host: Annotated[
+        str | None,
+        typer.Option(help="Host name the API server calls (the webhook Service's DNS name in a cluster)."),
+    ] = None,
+    webhook_cert: Annotated[
+        str | None, typer.Option(help="Serving certificate (e.g. from cert-manager).")
+    ] = None,
+    webhook_key: Annotated[str | None, typer.Option(help="Key of --webhook-cert.")] = None,
+    webhook_ca: Annotated[str | None, typer.Option(help="CA bundle for the webhook configuration.")] = None,
+) -> None:
+    """Run the operator."""
+    from specops.controller.main import OperatorOptions
+    from specops.controller.main import run as run_operator
+
+    run_operator(
+        OperatorOptions(
+            namespaces=list(namespace or []),
+            kubeconfig=kubeconfig,
+            prometheus_url=prometheus_url,
+            log_format=log_format.value,
+            verbose=verbose,
+            metrics_port=metrics_port or None,
+            liveness_port=health_port or None,
+            standalone=standalone,
+            resync_seconds=resync_seconds,
+            status_refresh_seconds=status_refresh_seconds,
+            webhooks=webhooks,
+            webhook_listen=webhook_listen,
+            webhook_port=webhook_port,
+            webhook_host=webhook_host,
+            webhook_cert=webhook_cert,
+            webhook_key=webhook_key,
+            webhook_ca=webhook_ca,
+        )
+    )
+
+
+@app.command()
+def demo(
+    resource: Annotated[Path, typer.Option(help="Resource to deploy.")] = Path(
+        "manifests/examples/demo-llama70b.yaml"
+    ),
+    scenario: Annotated[Path, typer.Option(help="Load scenario.")] = Path("scenarios/demo.yaml"),
+    run_dir: Annotated[Path, typer.Option(help="Where logs and state go.")] = Path(".local/demo"),
+    plot: Annotated[Path, typer.Option(help="Timeline PNG to write.")] = Path("demo-timeline.png"),
+    keep: Annotated[bool, typer.Option(help="Keep everything running afterwards (Ctrl-C stops).")] = False,
+) -> None:
+    """Run the operator on the local closed loop: falls back under a surge, probes, re-enables."""
+    from specops.testbed.demo import run_demo
+
+    run_demo(resource, scenario, run_dir, plot, keep=keep)
+
+
 @app.command()
 def docs() -> None:
     """Print the API field reference as Markdown (docs/api.md)."""

@@ -315,9 +315,10 @@ def decide(policy: PolicySpec, state: PolicyState, obs: Observation, now: float)
     if assessment.verdict is Verdict.ERROR:
         metrics = ("False", "PrometheusError", assessment.message)
     elif assessment.verdict is Verdict.NO_DATA:
-        metrics = ("True", "InsufficientTraffic", assessment.message)
+        # Stable words (the figures are in status.observed), so a steady state writes nothing.
+        metrics = ("True", "InsufficientTraffic", "Prometheus answers; too little traffic to judge")
     else:
-        metrics = ("True", "Evaluated", assessment.message)
+        metrics = ("True", "Evaluated", "Prometheus answers; see status.observed and status.verdict")
 
     # Manual pins win and say so.
     pin = {Mode.SPECULATIVE: SPECULATIVE, Mode.BASELINE: BASELINE}.get(policy.mode)

@@ -109,6 +109,26 @@ def split_for_mode(mode: str, replicas: int, probe_replicas: int) -> PoolSplit:
     return PoolSplit(speculative=replicas, baseline=0)
 
 
+def rollout_step(target: PoolSplit, applied: PoolSplit | None, growing_ready: int) -> PoolSplit:
+    """The split to apply now on the way to ``target`` (the GPU-aware rollout rule).
+
+    GPUs are scarce: the pools together never ask for more pods than ``spec.replicas``, and a mode
+    switch moves one replica at a time from the shrinking pool to the growing one, the next only
+    once the growing pool is fully ready.  The shrinking pool keeps serving meanwhile, so with two
+    or more replicas a switch never leaves the service without a ready pod (with one replica a gap
+    is unavoidable within the budget).  A first deployment or a change of ``spec.replicas`` goes
+    straight to the target.
+    """
+    if applied is None or applied.total != target.total or applied == target:
+        return target
+    growing = applied.speculative if target.speculative > applied.speculative else applied.baseline
+    if growing_ready < growing:
+        return applied  # the previous step is still starting
+    if target.speculative > applied.speculative:
+        return PoolSplit(applied.speculative + 1, applied.baseline - 1)
+    return PoolSplit(applied.speculative - 1, applied.baseline + 1)
+
+
 # ------------------------------------------------------------------------------------- status
 
 
@@ -162,18 +182,29 @@ class PoolState:
     replicas: int = 0
     ready: int = 0
     updated: int = 0
+    desired: int | None = None  # spec.replicas of the live Deployment
 
 
 def pool_state(live: Mapping[str, Any] | None) -> PoolState:
     if live is None:
         return PoolState(exists=False)
     st = live.get("status") or {}
+    desired = (live.get("spec") or {}).get("replicas")
     return PoolState(
         exists=True,
         replicas=int(st.get("replicas") or 0),
         ready=int(st.get("readyReplicas") or 0),
         updated=int(st.get("updatedReplicas") or 0),
+        desired=int(desired) if desired is not None else None,
     )
+
+
+def applied_split(pools: Mapping[Pool, PoolState]) -> PoolSplit | None:
+    """The split the live Deployments ask for; None unless both exist."""
+    spec, base = pools.get(Pool.SPECULATIVE), pools.get(Pool.BASELINE)
+    if spec is None or base is None or spec.desired is None or base.desired is None:
+        return None
+    return PoolSplit(spec.desired, base.desired)
 
 
 def _budget_status(report: CheckReport) -> dict[str, Any]:
@@ -386,3 +417,22 @@ def observed_fields(obs: Observation, window_end: str) -> dict[str, Any]:
     if base is not None:
         out.update(baselineP50TpotSeconds=_r(base.tpot_p50, 6), baselineP99TpotSeconds=_r(base.tpot_p99, 6))
     return prune_empty(out)
+
+
+# Status keys that carry the policy's state: any change is written at once.
+STATE_KEYS = ("mode", "modeSince", "counters", "decisions", "verdict", "verdictReason")
+# Figures that move with every scrape: refreshed at most every ``refresh`` seconds otherwise.
+FIGURE_KEYS = ("observed", "verdictMessage", "baselineReference")
+
+
+def keep_figures_fresh_enough(
+    old: Mapping[str, Any], new: dict[str, Any], now: float, refresh: float
+) -> dict[str, Any]:
+    """Keep the old figures while the policy's state is unchanged and they are younger than
+    ``refresh``: an evaluation that changes nothing makes no write (at 1,000 resources a write per
+    evaluation would be dozens of writes a second for no decision)."""
+    state_changed = any(old.get(k) != new.get(k) for k in STATE_KEYS)
+    written_at = epoch((old.get("observed") or {}).get("windowEnd"))
+    if state_changed or now - written_at >= refresh:
+        return new
+    return {**new, **{k: old[k] for k in FIGURE_KEYS if k in old}}

@@ -58,6 +58,7 @@ STARTUP_BASE_SECONDS = 300
 STARTUP_SECONDS_PER_GIB = 15
 STARTUP_MAX_SECONDS = 3600
 STARTUP_PERIOD_SECONDS = 10
+PRESTOP_SECONDS = 5
 
 
 class RenderError(ValueError):
@@ -355,6 +356,9 @@ def render_pool_deployment(
         "resources": _resources(spec),
         "volumeMounts": mounts,
         **_probes(spec),
+        # Endpoints take a moment to drop a terminating pod: keep serving meanwhile, then SIGTERM
+        # lets the server finish its in-flight requests within the grace period.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}},
     }
     pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes}
     res = spec.resources

@@ -149,3 +149,46 @@ def test_admission_review() -> None:
     assert review("DELETE", None, good).allowed
     assert review_scale({"spec": {"replicas": 3}}).allowed
     assert not review_scale({"spec": {"replicas": -1}}).allowed
+
+
+def test_figures_refresh_only_when_state_changes_or_they_age() -> None:
+    from specops.reconcile import keep_figures_fresh_enough
+
+    old = {"mode": "Speculative", "verdict": "Healthy", "verdictReason": "Healthy", "counters": {"breaches": 0},
+           "observed": {"windowEnd": "2026-01-01T00:00:00Z", "acceptanceRate": 0.7}, "verdictMessage": "old"}  # fmt: skip
+    new = {
+        **old,
+        "observed": {"windowEnd": "2026-01-01T00:00:10Z", "acceptanceRate": 0.71},
+        "verdictMessage": "new",
+    }
+    t0 = 1767225600.0  # 2026-01-01T00:00:00Z
+    kept = keep_figures_fresh_enough(old, new, t0 + 10, refresh=60)
+    assert kept == old  # nothing to write
+    assert keep_figures_fresh_enough(old, new, t0 + 61, refresh=60) == new  # figures aged
+    breach = {**new, "counters": {"breaches": 1}}
+    assert keep_figures_fresh_enough(old, breach, t0 + 10, refresh=60) == breach  # state changed
+
+
+@pytest.mark.parametrize(
+    ("target", "applied", "growing_ready", "expected"),
+    [
+        (PoolSplit(0, 3), None, 0, PoolSplit(0, 3)),  # first deployment: straight to the target
+        (PoolSplit(0, 4), PoolSplit(3, 0), 0, PoolSplit(0, 4)),  # replicas changed: the user's intent
+        (PoolSplit(0, 3), PoolSplit(3, 0), 0, PoolSplit(2, 1)),  # fall back: one replica moves
+        (PoolSplit(0, 3), PoolSplit(2, 1), 0, PoolSplit(2, 1)),  # the new baseline pod is not ready yet
+        (PoolSplit(0, 3), PoolSplit(2, 1), 1, PoolSplit(1, 2)),
+        (PoolSplit(0, 3), PoolSplit(1, 2), 2, PoolSplit(0, 3)),
+        (PoolSplit(1, 2), PoolSplit(0, 3), 3, PoolSplit(1, 2)),  # probe: one step
+        (PoolSplit(3, 0), PoolSplit(1, 2), 1, PoolSplit(2, 1)),  # re-enable, growing = speculative
+        (PoolSplit(3, 0), PoolSplit(1, 2), 0, PoolSplit(1, 2)),
+        (PoolSplit(0, 1), PoolSplit(1, 0), 0, PoolSplit(0, 1)),  # one replica: a gap is unavoidable
+    ],
+)
+def test_rollout_step_moves_one_replica_at_a_time(
+    target: PoolSplit, applied: PoolSplit | None, growing_ready: int, expected: PoolSplit
+) -> None:
+    from specops.reconcile import rollout_step
+
+    step = rollout_step(target, applied, growing_ready)
+    assert step == expected
+    assert step.total == target.total  # never more pods than the budget

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from specops.admission import review, review_scale
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
@@ -55,7 +56,14 @@ def register(
     async def reconcile(namespace: str | None, name: str) -> None:
         if namespace is None:  # the resource is namespaced; kopf types allow None for others
             return
-        outcome = await asyncio.to_thread(reconciler.reconcile, namespace, name)
+        try:
+            outcome = await asyncio.to_thread(reconciler.reconcile, namespace, name)
+        except ApiException as exc:
+            if exc.status not in (403, 404, 409):
+                raise
+            # Gone, or its namespace is terminating (writes are refused there): nothing to do.
+            log.info("reconcile of %s/%s skipped: %s %s", namespace, name, exc.status, exc.reason)
+            return
         if outcome is not None and (outcome.applied or outcome.events):
             log.info(
                 "reconciled %s/%s: applied=%s events=%s", namespace, name, outcome.applied, outcome.events

@@ -36,6 +36,7 @@ class OperatorOptions:
     peering_name: str = "specops"
     resync_seconds: float = 30.0
     evaluate: bool = True  # the metrics policy loop
+    status_refresh_seconds: float = 60.0  # status.observed is at most this old when nothing changes
     webhooks: bool = True
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 9443
@@ -74,7 +75,7 @@ def build(opts: OperatorOptions) -> tuple[kopf.OperatorRegistry, kopf.OperatorSe
     api = api_client(opts.kubeconfig)
     registry = kopf.OperatorRegistry()
     settings = kopf.OperatorSettings()
-    reconciler = Reconciler(Kube(api))
+    reconciler = Reconciler(Kube(api), status_refresh_seconds=opts.status_refresh_seconds)
     evaluator = Evaluator(reconciler, opts.prometheus_url, tuple(opts.namespaces)) if opts.evaluate else None
     register(registry, reconciler, evaluator, resync_seconds=opts.resync_seconds, webhooks=opts.webhooks)
 

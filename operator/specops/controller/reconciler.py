@@ -20,8 +20,10 @@ from specops.controller import metrics
 from specops.controller.kube import Kube, now_rfc3339
 from specops.policy import BASELINE, Decision, Observation, decide
 from specops.reconcile import (
+    applied_split,
     current_mode,
     desired_status,
+    keep_figures_fresh_enough,
     needs_apply,
     observed_fields,
     policy_state_from_status,
@@ -29,6 +31,7 @@ from specops.reconcile import (
     pool_state,
     prune_empty,
     rfc3339,
+    rollout_step,
     set_condition,
     split_for_mode,
     status_changes,
@@ -54,9 +57,12 @@ def _strip_status(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, clock: Callable[[], str] = now_rfc3339) -> None:
+    def __init__(
+        self, kube: Kube, clock: Callable[[], str] = now_rfc3339, status_refresh_seconds: float = 60.0
+    ) -> None:
         self.kube = kube
         self.clock = clock
+        self.status_refresh_seconds = status_refresh_seconds
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -94,6 +100,7 @@ class Reconciler:
                 "verdictReason": a.reason,
                 "verdictMessage": a.message,
             }
+            fields = keep_figures_fresh_enough(old_status, fields, now, self.status_refresh_seconds)
             out = self._reconcile(
                 body, policy_fields=prune_empty(fields), metrics_condition=decision.metrics_available
             )
@@ -139,7 +146,15 @@ class Reconciler:
             out.refused = True
             return out
 
-        split = split_for_mode(mode, si.spec.replicas, si.spec.policy.probe.replicas)
+        target = split_for_mode(mode, si.spec.replicas, si.spec.policy.probe.replicas)
+        before = self._pools(ns, name)
+        applied = applied_split(before)
+        growing = (
+            Pool.SPECULATIVE
+            if applied is not None and target.speculative > applied.speculative
+            else Pool.BASELINE
+        )
+        split = rollout_step(target, applied, before[growing].ready)
         owner = OwnerRef(name=name, uid=meta["uid"])
         manifests = render_all(si, split, owner)
         if self.kube.pod_monitor_served():

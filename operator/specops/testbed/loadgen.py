@@ -111,11 +111,11 @@ async def run_load(
     model: str,
     out: IO[str] | None = None,
     max_requests: int = 100_000,
-    max_in_flight: int = 512,
+    max_in_flight: int = 4096,
     request_timeout: float = 120.0,
     on_record: Callable[[Record], None] | None = None,
 ) -> list[Record]:
-    """Play ``scenario`` against the addresses ``resolve`` returns (re-read every second)."""
+    """Play ``scenario`` against the addresses ``resolve`` returns (re-read twice a second)."""
     plan = arrivals(scenario)[:max_requests]
     rng = random.Random(scenario.seed)
     records: list[Record] = []
@@ -143,7 +143,7 @@ async def run_load(
             if delay > 0:
                 await asyncio.sleep(delay)
             now = time.monotonic()
-            if now - resolved_at >= 1.0:
+            if now - resolved_at >= 0.5:
                 targets = await asyncio.to_thread(resolve)
                 resolved_at = now
             if not targets or len(in_flight) >= max_in_flight:
@@ -165,21 +165,30 @@ async def run_load(
 
 
 def endpoints_resolver(api: Any, namespace: str, service: str) -> Resolver:
-    """Ready addresses of a Service, from its Endpoints (what kube-proxy would route to)."""
+    """Ready pods selected by a Service, as ``ip:port`` (what kube-proxy would route to).
+
+    Read from the pods, not the Endpoints object: pods here get loopback IPs (127.1.x.y), which
+    the API server refuses in Endpoints, so the controller-manager cannot write them.
+    """
     from kubernetes import client
 
     core = client.CoreV1Api(api)
 
     def resolve() -> list[str]:
         try:
-            ep = core.read_namespaced_endpoints(service, namespace)
+            svc = core.read_namespaced_service(service, namespace)
+            selector = ",".join(f"{k}={v}" for k, v in (svc.spec.selector or {}).items())
+            pods = core.list_namespaced_pod(namespace, label_selector=selector).items
         except Exception:
             return []
         out = []
-        for subset in ep.subsets or []:
-            port = next((p.port for p in subset.ports or []), 8000)
-            out += [f"{a.ip}:{port}" for a in subset.addresses or []]
-        return out
+        for pod in pods:
+            conds = {c.type: c.status for c in (pod.status.conditions or [])}
+            if pod.metadata.deletion_timestamp or conds.get("Ready") != "True" or not pod.status.pod_ip:
+                continue
+            ports = [p.container_port for c in pod.spec.containers for p in (c.ports or [])]
+            out.append(f"{pod.status.pod_ip}:{ports[0] if ports else 8000}")
+        return sorted(out)
 
     return resolve
 

@@ -3,7 +3,8 @@
 It registers one fake GPU Node, binds the Pending pods that SpecOps manages to it, starts one vLLM
 emulator process per pod with the pod's own container args, gives each pod its own loopback IP
 (127.1.x.y: the whole 127.0.0.0/8 range is local on Linux, so the pod listens on its real
-containerPort and the Service's Endpoints, maintained by the real controller-manager, are right),
+containerPort; the API server refuses loopback addresses in Endpoints, so clients find a Service's
+ready pods through its selector, as ``loadgen.endpoints_resolver`` does),
 writes pod status like a kubelet (Running; Ready only once the emulator answers /health), adds and
 removes the pod as a Prometheus target, restarts a crashed emulator, and stops it when the pod is
 deleted (finishing the graceful deletion a kubelet would confirm).
@@ -61,6 +62,8 @@ class RunningPod:
     port: int
     labels: dict[str, str]
     container: str
+    grace_seconds: float
+    prestop_sleep: float
     args: list[str]
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
@@ -72,6 +75,19 @@ class RunningPod:
     @property
     def key(self) -> str:
         return f"{self.namespace}_{self.name}"
+
+
+def _prestop_sleep(container: Any) -> float:
+    """Seconds of a ``preStop: exec: [sleep, N]`` hook (the only kind SpecOps renders)."""
+    pre_stop = getattr(getattr(container, "lifecycle", None), "pre_stop", None)
+    action = getattr(pre_stop, "var_exec", None) or getattr(pre_stop, "_exec", None)
+    command = getattr(action, "command", None)
+    if command and command[0] == "sleep" and len(command) == 2:
+        try:
+            return float(command[1])
+        except ValueError:
+            return 0.0
+    return 0.0
 
 
 class PodRunner:
@@ -184,7 +200,7 @@ class PodRunner:
                 running = None
             if deleted or pod.metadata.deletion_timestamp is not None:
                 if running is not None:
-                    self._forget(running)
+                    self._forget(running, graceful=True)
                 if not deleted:
                     # Without a kubelet, nothing confirms a graceful deletion: do it.
                     try:
@@ -226,6 +242,8 @@ class PodRunner:
             port=port,
             labels=dict(pod.metadata.labels or {}),
             container=container.name,
+            grace_seconds=float(pod.spec.termination_grace_period_seconds or 30),
+            prestop_sleep=_prestop_sleep(container),
             args=list(container.args or []),
             env={
                 "SPECOPS_EMULATOR_HOST": "",  # set below once the IP is known
@@ -255,16 +273,28 @@ class PodRunner:
         pod.started_at = _now()
         log.info("started %s/%s on %s:%d (pid %d)", pod.namespace, pod.name, pod.ip, pod.port, pod.proc.pid)
 
-    def _kill(self, pod: RunningPod) -> None:
-        if pod.proc is not None and pod.proc.poll() is None:
-            stop_pid(pod.proc.pid, timeout=5)
-        pod.proc = None
+    def _kill(self, pod: RunningPod, grace: float = 5.0, prestop: float = 0.0) -> None:
+        if prestop > 0:
+            time.sleep(prestop)  # the preStop hook: still serving while clients notice
         if self.prometheus is not None:
             self.prometheus.remove_target(pod.key)
+        proc, pod.proc = pod.proc, None
+        if proc is not None and proc.poll() is None:
+            stop_pid(proc.pid, timeout=grace)
 
-    def _forget(self, pod: RunningPod) -> None:
-        self._kill(pod)
+    def _forget(self, pod: RunningPod, graceful: bool = False) -> None:
+        """Stop a pod's process.  Graceful, like a kubelet: SIGTERM (the server stops accepting and
+        finishes its in-flight requests), SIGKILL after the pod's grace period, in the background so
+        the watch goes on."""
         self.pods.pop(pod.key, None)
+        if not graceful:
+            self._kill(pod)
+            return
+        prestop = min(pod.prestop_sleep, pod.grace_seconds)
+        grace = min(pod.grace_seconds - prestop, 60.0)
+        threading.Thread(
+            target=self._kill, args=(pod, grace, prestop), name=f"stop-{pod.key}", daemon=True
+        ).start()
 
     def _supervise_loop(self) -> None:
         """Readiness probing, crash restarts, Prometheus targets: once a second per pod."""

@@ -44,14 +44,16 @@ class LocalPrometheus:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> str:
+        """Start (or restart on the same port, keeping its data, for outage tests)."""
         binary = shutil.which("prometheus")
         if binary is None:
             raise ControlPlaneError("prometheus not found: run hack/setup-testbed.sh (apt package)")
         self.targets_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.run_dir / "data", ignore_errors=True)
+        if not self.port:
+            shutil.rmtree(self.run_dir / "data", ignore_errors=True)
+            self.port = free_port()
         config = self.run_dir / "prometheus.yml"
         config.write_text(prometheus_config(self.scrape_interval, self.targets_dir))
-        self.port = free_port()
         with (self.run_dir / "prometheus.log").open("ab") as log:
             proc = subprocess.Popen(
                 [

@@ -1,0 +1,54 @@
+"""``python -m specops.emulator <vllm args>``: a vLLM pod without a GPU.
+
+Exit codes follow vLLM's: 2 for a command line the emulated release rejects, 1 for a configuration
+that cannot start (weights do not fit, unknown model), 0 after SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from specops.emulator.args import ArgsError, ServingConfig, StartupError, load
+from specops.emulator.server import ServerSettings, log, serve
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load(args, os.environ)
+        settings = ServerSettings.from_env(os.environ, default_seed=config.args.seed)
+    except ArgsError as exc:
+        print(f"vllm: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except StartupError as exc:
+        print(f"vllm: engine failed to start: {exc}", file=sys.stderr)
+        return exc.exit_code
+    log.info(
+        "%s time_scale=%g load_seconds=%g seed=%d",
+        config.describe(),
+        settings.time_scale,
+        settings.load_seconds,
+        settings.seed,
+    )
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    asyncio.run(_run(config, settings))
+    return 0
+
+
+async def _run(config: ServingConfig, settings: ServerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(config, settings, stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

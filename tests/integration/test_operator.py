@@ -1,0 +1,269 @@
+"""The operator on a real kube-apiserver + controller-manager: reconcile, drift, scale, admission,
+status, events, zero no-op writes, restart."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, dynamic
+from kubernetes.client.exceptions import ApiException
+
+from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
+from specops.testbed.stack import Testbed
+from tests.conftest import EXAMPLES
+from tests.integration.conftest import (
+    condition,
+    create_si,
+    deployment,
+    event_reasons,
+    get_si,
+    kubectl,
+    local_only,
+    operator_writes,
+    patch_si,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def example(name: str = "llama70b-int8-h100.yaml") -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    return doc
+
+
+def spec_args(api: client.ApiClient, ns: str, name: str) -> list[str]:
+    dep = deployment(api, ns, name)
+    return list(dep.spec.template.spec.containers[0].args) if dep else []
+
+
+def write_doc(tmp_path: Path, doc: dict[str, Any]) -> str:
+    path = tmp_path / "si.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_lifecycle_create_update_delete(api: client.ApiClient, namespace: str, start_operator: Any) -> None:
+    start_operator()
+    create_si(api, namespace, example())
+    name = "llama70b-chat"
+    spec_dep = wait_for(lambda: deployment(api, namespace, f"{name}-spec"), 20, "the speculative Deployment")
+    base_dep = wait_for(lambda: deployment(api, namespace, f"{name}-base"), 20, "the baseline Deployment")
+    assert spec_dep.spec.replicas == 2
+    assert base_dep.spec.replicas == 0
+    assert spec_dep.metadata.owner_references[0].kind == "SpeculativeInference"
+    svc = client.CoreV1Api(api).read_namespaced_service(name, namespace)
+    assert svc.spec.selector["app.kubernetes.io/instance"] == name
+
+    def observed() -> dict[str, Any] | None:
+        si = get_si(api, namespace, name)
+        return si if si.get("status", {}).get("observedGeneration") else None
+
+    si = wait_for(observed, 20, "status.observedGeneration")
+    assert si["status"]["mode"] == "Speculative"
+    assert si["status"]["selector"].startswith("app.kubernetes.io/name=vllm")
+    assert condition(si, "BudgetFits")["status"] == "True"
+    assert condition(si, "MetricsAvailable")["status"] == "Unknown"
+    assert si["status"]["budget"]["maxConcurrentSequences"] == 18
+    # Pods run on the emulator: the pool becomes ready and status says so.
+    si = wait_for(lambda: condition(s := get_si(api, namespace, name), "Ready").get("status") == "True" and s,
+                  90, "Ready=True")  # fmt: skip
+    assert si["status"]["pools"]["speculative"] == {"replicas": 2, "readyReplicas": 2}
+    assert condition(si, "SpeculationActive")["status"] == "True"
+    assert "Deployed" in event_reasons(api, namespace, name)
+
+    # Update k: the speculative pool's args change, the baseline's do not.
+    base_args = spec_args(api, namespace, f"{name}-base")
+    patch_si(api, namespace, name, {"spec": {"speculation": {"numSpeculativeTokens": 3}}})
+    wait_for(lambda: '"num_speculative_tokens":3' in " ".join(spec_args(api, namespace, f"{name}-spec")),
+             20, "k=3 in the speculative args")  # fmt: skip
+    assert spec_args(api, namespace, f"{name}-base") == base_args
+    # Update the model: both pools change.
+    patch_si(api, namespace, name, {"spec": {"target": {"model": "meta-llama/Llama-3.3-70B-Instruct"}}})
+    wait_for(lambda: "meta-llama/Llama-3.3-70B-Instruct" in spec_args(api, namespace, f"{name}-base"),
+             20, "new model in the baseline args")  # fmt: skip
+    si = wait_for(lambda: (s := get_si(api, namespace, name))["status"]["observedGeneration"] == 3 and s,
+                  20, "observedGeneration 3")  # fmt: skip
+    assert "SpecApplied" in event_reasons(api, namespace, name)
+
+    # Delete: owner references hand everything to the garbage collector; no finalizer is involved.
+    assert not si["metadata"].get("finalizers")
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    wait_for(lambda: deployment(api, namespace, f"{name}-spec") is None
+             and deployment(api, namespace, f"{name}-base") is None, 60, "garbage collection")  # fmt: skip
+
+
+def test_drift_is_restored(api: client.ApiClient, namespace: str, start_operator: Any) -> None:
+    start_operator()
+    doc = example()
+    doc["spec"]["replicas"] = 1
+    create_si(api, namespace, doc)
+    name = "llama70b-chat"
+    wait_for(lambda: deployment(api, namespace, f"{name}-spec"), 20, "the speculative Deployment")
+    apps = client.AppsV1Api(api)
+    # Someone edits the managed args (a conflicting manager), then someone deletes a pool.
+    apps.patch_namespaced_deployment(
+        f"{name}-spec", namespace, {"spec": {"replicas": 5, "template": {"spec": {"containers": [
+            {"name": "vllm", "args": ["--model", "something-else"]}]}}}},
+    )  # fmt: skip
+
+    def restored() -> bool:
+        dep = deployment(api, namespace, f"{name}-spec")
+        return "--speculative-config" in dep.spec.template.spec.containers[0].args and dep.spec.replicas == 1
+
+    wait_for(restored, 20, "args and replicas restored")
+    apps.delete_namespaced_deployment(f"{name}-base", namespace)
+    wait_for(lambda: deployment(api, namespace, f"{name}-base") is not None, 20, "baseline recreated")
+    reasons = event_reasons(api, namespace, name)
+    assert reasons.count("DriftCorrected") >= 2, reasons
+
+
+def test_scale_subresource_and_hpa(
+    api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any
+) -> None:
+    start_operator()
+    doc = example("ngram-summarization.yaml")
+    create_si(api, namespace, doc)
+    name = "summarizer"
+    wait_for(lambda: deployment(api, namespace, f"{name}-spec"), 20, "the speculative Deployment")
+    out = kubectl(testbed, "-n", namespace, "scale", "specinf", name, "--replicas=4")
+    assert "scaled" in out.stdout
+    wait_for(lambda: deployment(api, namespace, f"{name}-spec").spec.replicas == 4, 20, "4 replicas")
+    wait_for(lambda: get_si(api, namespace, name).get("status", {}).get("replicas") == 4, 60,
+             "status.replicas 4 (scale subresource)")  # fmt: skip
+    # A negative count is refused by the /scale validator.
+    refused = kubectl(testbed, "-n", namespace, "scale", "si", name, "--replicas=-1", check=False)
+    assert refused.returncode != 0
+    # An HPA (autoscaling/v2beta2 on this 1.20 server) can target the resource through /scale.
+    target = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SpeculativeInference", "name": name}
+    cpu = {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}
+    hpa = {
+        "apiVersion": "autoscaling/v2beta2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "scaleTargetRef": target,
+            "minReplicas": 2,
+            "maxReplicas": 6,
+            "metrics": [{"type": "Resource", "resource": cpu}],
+        },
+    }
+    # The client library no longer ships autoscaling/v2beta2 classes; the dynamic client serves it.
+    hpas = dynamic.DynamicClient(api).resources.get(
+        api_version="autoscaling/v2beta2", kind="HorizontalPodAutoscaler"
+    )
+    hpas.create(body=hpa, namespace=namespace)
+
+    def able_to_scale() -> bool:
+        got = hpas.get(name=name, namespace=namespace).to_dict()
+        conds = {c["type"]: c["status"] for c in (got.get("status") or {}).get("conditions") or []}
+        return conds.get("AbleToScale") == "True"
+
+    wait_for(able_to_scale, 60, "HPA AbleToScale (it read the resource's /scale)")
+
+
+def test_webhook_rejects_invalid_and_warns(
+    api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any, tmp_path: Path
+) -> None:
+    start_operator()
+    bad = example("invalid-bf16-on-h100.yaml")
+    bad["metadata"]["namespace"] = namespace
+    out = kubectl(testbed, "apply", "-f", write_doc(tmp_path, bad), check=False)
+    assert out.returncode != 0
+    assert "TokenizerMismatch" in out.stderr and "DoesNotFit" in out.stderr, out.stderr
+    assert "spec.speculation.draft.model" in out.stderr
+    assert "quantize the target" in out.stderr
+    with pytest.raises(ApiException):
+        get_si(api, namespace, "llama70b-bf16")  # nothing was stored
+
+    good = example()
+    good["metadata"]["namespace"] = namespace
+    out = kubectl(testbed, "apply", "-f", write_doc(tmp_path, good))
+    assert "Warning:" in out.stderr and "QuantizedTarget" in out.stderr, out.stderr
+    # Version checks run in the webhook too: vLLM 0.11 cannot run a draft model.
+    old = copy.deepcopy(good)
+    old["metadata"]["name"] = "old-vllm"
+    old["spec"]["vllm"] = {"version": "0.11.0", "image": "vllm/vllm-openai:v0.11.0"}
+    out = kubectl(testbed, "apply", "-f", write_doc(tmp_path, old), check=False)
+    assert out.returncode != 0 and "MethodUnsupportedByVersion" in out.stderr, out.stderr
+    # Schema-level checks stay in the CRD.
+    schema_bad = copy.deepcopy(good)
+    schema_bad["metadata"]["name"] = "schema-bad"
+    schema_bad["spec"]["speculation"]["numSpeculativeTokens"] = 99
+    out = kubectl(testbed, "apply", "-f", write_doc(tmp_path, schema_bad), check=False)
+    assert out.returncode != 0 and "numSpeculativeTokens" in out.stderr, out.stderr
+
+
+def test_refused_without_webhook_changes_nothing(
+    api: client.ApiClient, namespace: str, start_operator: Any
+) -> None:
+    """With the webhook down (failurePolicy Ignore), the reconciler still refuses and says why."""
+    start_operator(webhooks=False)
+    bad = example("invalid-bf16-on-h100.yaml")
+    create_si(api, namespace, bad)
+    si = wait_for(lambda: condition(s := get_si(api, namespace, "llama70b-bf16"), "BudgetFits") and s,
+                  20, "BudgetFits condition")  # fmt: skip
+    assert condition(si, "BudgetFits")["status"] == "False"
+    assert condition(si, "Ready")["reason"] == "Refused"
+    assert "DoesNotFit" in condition(si, "BudgetFits")["message"]
+    assert deployment(api, namespace, "llama70b-bf16-spec") is None
+    assert "SpecRejected" in event_reasons(api, namespace, "llama70b-bf16")
+
+
+@local_only
+def test_no_op_reconcile_writes_nothing_and_restart_resumes(
+    api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any
+) -> None:
+    # Evaluations run too (no traffic: NoData each time); figures would refresh after an hour.
+    op = start_operator(resync_seconds=1.0, status_refresh_seconds=3600.0)
+    doc = example()
+    doc["spec"]["replicas"] = 1
+    created = create_si(api, namespace, doc)
+    name = "llama70b-chat"
+    wait_for(lambda: condition(get_si(api, namespace, name), "Ready").get("status") == "True", 90, "Ready")
+    time.sleep(3)  # let the last status and event writes land
+    before = {d: deployment(api, namespace, f"{name}-{d}").metadata for d in ("spec", "base")}
+    si_before = get_si(api, namespace, name)
+    t0 = time.time() + 1
+    time.sleep(8)  # about eight periodic reconciles
+    writes = [w for w in operator_writes(testbed, t0) if w["objectRef"].get("namespace") == namespace]
+    assert writes == [], json.dumps(writes[:3], indent=1)
+
+    # GitOps: the operator wrote nothing to the spec or metadata of the user's object.
+    assert si_before["spec"] == get_si(api, namespace, name)["spec"]
+    assert si_before["metadata"].get("annotations", {}) == created["metadata"].get("annotations", {})
+    assert not si_before["metadata"].get("finalizers")
+    for entry in si_before["metadata"]["managedFields"]:
+        if entry["manager"] == "specops":
+            assert set(entry["fieldsV1"]) == {"f:status"}, entry
+
+    # Restart: a new operator (new Kopf registry) resumes without re-creating or rewriting.
+    op.stop()
+    t1 = time.time() + 1
+    start_operator(resync_seconds=1.0, status_refresh_seconds=3600.0)
+    time.sleep(6)
+    for d in ("spec", "base"):
+        meta = deployment(api, namespace, f"{name}-{d}").metadata
+        assert (meta.uid, meta.resource_version) == (before[d].uid, before[d].resource_version)
+    writes = [w for w in operator_writes(testbed, t1) if w["objectRef"].get("namespace") == namespace]
+    assert writes == [], json.dumps(writes[:3], indent=1)
+
+
+def test_printer_columns(
+    api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any
+) -> None:
+    start_operator()
+    create_si(api, namespace, example("ngram-summarization.yaml"))
+    wait_for(
+        lambda: condition(get_si(api, namespace, "summarizer"), "Ready").get("status") == "True", 90, "Ready"
+    )
+    out = kubectl(testbed, "-n", namespace, "get", "specinf")
+    header, row = out.stdout.splitlines()[:2]
+    assert header.split() == ["NAME", "MODE", "SPEC", "BASE", "ACCEPTANCE", "P99/P50", "READY", "AGE"]
+    assert row.split()[:4] == ["summarizer", "Speculative", "3", "0"]
