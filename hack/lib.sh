@@ -3,7 +3,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export SPECOPS_CACHE=${SPECOPS_CACHE:-$HOME/.cache/specops}
-VENV=$SPECOPS_CACHE/venv
+# One virtualenv per checkout: the project is installed editable, so a shared one would point at
+# whichever checkout installed it last.
+VENV=$SPECOPS_CACHE/venvs/$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)
 PY=$VENV/bin/python
 mkdir -p "$SPECOPS_CACHE"
 

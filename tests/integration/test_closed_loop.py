@@ -41,16 +41,18 @@ def test_pods_serve_and_are_scraped_then_stop(
     si = load_example("llama70b-int8-h100.yaml")
     si = si.model_copy(update={"metadata": si.metadata.model_copy(update={"namespace": namespace})})
     kube = Kube(api)
-    for manifest in render_all(si, PoolSplit(speculative=1, baseline=1)):
+    for manifest in render_all(si, PoolSplit(speculative=2, baseline=1)):
         kube.apply(manifest)
     apps = client.AppsV1Api(api)
-    for pool in ("spec", "base"):
-        wait_for(lambda p=pool: (apps.read_namespaced_deployment(f"llama70b-chat-{p}", namespace).status.available_replicas or 0) == 1,
-                 90, f"{pool} Deployment Available")  # fmt: skip
-    # Both pods are Prometheus targets, labelled by pool.
+    for pool, n in (("spec", 2), ("base", 1)):
+        wait_for(lambda p=pool, n=n: (apps.read_namespaced_deployment(f"llama70b-chat-{p}", namespace).status.available_replicas or 0) == n,
+                 90, f"{pool} Deployment Available with {n} replicas")  # fmt: skip
+    # Every pod is a Prometheus target, labelled by pool.
     sel = f'specops_name="llama70b-chat", namespace="{namespace}"'
-    up = wait_for(lambda: len(r := prom_query(testbed, f"up{{{sel}}} == 1")) == 2 and r, 30, "two targets up")
-    assert {r["metric"]["specops_pool"] for r in up} == {"speculative", "baseline"}
+    up = wait_for(
+        lambda: len(r := prom_query(testbed, f"up{{{sel}}} == 1")) == 3 and r, 30, "three targets up"
+    )
+    assert sorted(r["metric"]["specops_pool"] for r in up) == ["baseline", "speculative", "speculative"]
     # Spec-decode series exist only on the speculative pod.
     wait_for(lambda: prom_query(testbed, f"vllm:num_requests_running{{{sel}}}"), 30, "vLLM gauges scraped")
     drafts = prom_query(testbed, f"vllm:spec_decode_num_draft_tokens_total{{{sel}}}")
@@ -79,11 +81,13 @@ def test_pods_serve_and_are_scraped_then_stop(
     print(f"acceptance from PromQL at temperature 0.2: {acceptance:.3f} (configured {expected:.3f})")
     assert acceptance == pytest.approx(expected, abs=0.06)
 
-    # Deleting the Deployments stops the emulator processes and removes the targets.
+    # Deleting the Deployments stops the emulator processes (after the preStop sleep and a drain)
+    # and removes the targets.
     procs = [p.proc for p in testbed.runner.pods.values() if p.namespace == namespace]  # type: ignore[union-attr]
+    assert len(procs) == 3
     for pool in ("spec", "base"):
         apps.delete_namespaced_deployment(f"llama70b-chat-{pool}", namespace)
     wait_for(lambda: not [p for p in testbed.runner.pods.values() if p.namespace == namespace], 60,  # type: ignore[union-attr]
              "pod runner forgot the pods")  # fmt: skip
-    assert all(p is None or p.poll() is not None for p in procs)
+    wait_for(lambda: all(p is None or p.poll() is not None for p in procs), 30, "emulator processes exited")
     wait_for(lambda: not prom_query(testbed, f"up{{{sel}}} == 1"), 30, "targets removed")

@@ -267,3 +267,35 @@ def test_printer_columns(
     header, row = out.stdout.splitlines()[:2]
     assert header.split() == ["NAME", "MODE", "SPEC", "BASE", "ACCEPTANCE", "P99/P50", "READY", "AGE"]
     assert row.split()[:4] == ["summarizer", "Speculative", "3", "0"]
+
+
+POD_MONITOR_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "podmonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {"kind": "PodMonitor", "plural": "podmonitors", "singular": "podmonitor", "listKind": "PodMonitorList"},
+        "versions": [{"name": "v1", "served": True, "storage": True,
+                      "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+    },
+}  # fmt: skip
+
+
+def test_pod_monitor_when_its_kind_is_served(
+    api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any
+) -> None:
+    """A stand-in for the Prometheus Operator's CRD (only its kind matters to SpecOps)."""
+    from specops.testbed.controlplane import install_crds
+
+    install_crds(testbed.kubeconfig, [POD_MONITOR_CRD])
+    start_operator()
+    create_si(api, namespace, example("ngram-summarization.yaml"))
+    custom = client.CustomObjectsApi(api)
+    pm = wait_for(lambda: custom.get_namespaced_custom_object("monitoring.coreos.com", "v1", namespace, "podmonitors", "summarizer"),
+                  20, "the PodMonitor")  # fmt: skip
+    assert pm["metadata"]["ownerReferences"][0]["kind"] == "SpeculativeInference"
+    endpoint = pm["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["port"] == "http"
+    assert {r["targetLabel"] for r in endpoint["relabelings"]} == {"specops_pool", "specops_name"}

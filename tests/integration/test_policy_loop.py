@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections import Counter
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
+from prometheus_client import REGISTRY
 
 from specops.testbed.loadgen import Record, endpoints_resolver, run_load
 from specops.testbed.scenario import Scenario
@@ -123,6 +124,11 @@ def test_ramp_falls_back_then_returns_by_probe(api: client.ApiClient, deployed: 
     si = wait_mode(api, ns, "Speculative", 90)
     wait_split(api, ns, 2, 0, 20)
     assert reasons(si)[-2:] == ["ProbeStarted", "ProbeWon"], reasons(si)
+    # The operator's own metrics counted the decisions (same process: the in-process registry).
+    won = REGISTRY.get_sample_value(
+        "specops_decisions_total", {"reason": "ProbeWon", "from_mode": "Probing", "to_mode": "Speculative"}
+    )
+    assert won is not None and won >= 1
     load.join()
     failed = Counter((r.phase, (r.error or "")[:60]) for r in load.records if not r.ok)
     # Switches move one replica at a time and pods drain on termination: nothing is dropped.
