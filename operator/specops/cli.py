@@ -289,6 +289,16 @@ def run(
         str | None,
         typer.Option(help="Host name the API server calls (the webhook Service's DNS name in a cluster)."),
     ] = None,
+    webhook_service: Annotated[
+        str | None,
+        typer.Option(
+            help="Register the webhook by Service reference, NAMESPACE/NAME[:PORT] (in a cluster; the "
+            "API server routes it). Without it the webhook is registered by URL (--webhook-host)."
+        ),
+    ] = None,
+    webhook_config_name: Annotated[
+        str, typer.Option(help="Name of the ValidatingWebhookConfiguration the operator manages.")
+    ] = "specops.dev",
     webhook_cert: Annotated[
         str | None, typer.Option(help="Serving certificate (e.g. from cert-manager).")
     ] = None,
@@ -315,6 +325,8 @@ def run(
             webhook_listen=webhook_listen,
             webhook_port=webhook_port,
             webhook_host=webhook_host,
+            webhook_service=webhook_service,
+            webhook_config_name=webhook_config_name,
             webhook_cert=webhook_cert,
             webhook_key=webhook_key,
             webhook_ca=webhook_ca,

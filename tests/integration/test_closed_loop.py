@@ -19,8 +19,8 @@ from specops.render import PoolSplit, render_all
 from specops.testbed.loadgen import endpoints_resolver, run_load
 from specops.testbed.scenario import Scenario
 from specops.testbed.stack import Testbed
+from tests.cluster import local_only, wait_for
 from tests.conftest import load_example
-from tests.integration.conftest import local_only, wait_for
 
 pytestmark = pytest.mark.integration
 

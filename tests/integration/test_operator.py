@@ -16,8 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops.testbed.stack import Testbed
-from tests.conftest import EXAMPLES
-from tests.integration.conftest import (
+from tests.cluster import (
     condition,
     create_si,
     deployment,
@@ -29,6 +28,7 @@ from tests.integration.conftest import (
     patch_si,
     wait_for,
 )
+from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,7 @@ from prometheus_client import REGISTRY
 from specops.testbed.loadgen import Record, endpoints_resolver, run_load
 from specops.testbed.scenario import Scenario
 from specops.testbed.stack import Testbed
-from tests.conftest import EXAMPLES
-from tests.integration.conftest import (
+from tests.cluster import (
     condition,
     create_si,
     deployment,
@@ -34,6 +33,7 @@ from tests.integration.conftest import (
     patch_si,
     wait_for,
 )
+from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.integration
 NAME = "llama70b-chat"

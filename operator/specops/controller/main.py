@@ -6,6 +6,7 @@ import asyncio
 import logging
 import tempfile
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class OperatorOptions:
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 9443
     webhook_host: str | None = None  # the name the API server calls; default: the listen address
+    webhook_service: str | None = None  # NAMESPACE/NAME[:PORT]: register by Service reference
     webhook_cert: str | None = None  # provided certificate (cert-manager); else self-signed
     webhook_key: str | None = None
     webhook_ca: str | None = None
@@ -57,14 +59,53 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
         return kube_config.new_client_from_config()
 
 
+class ServiceWebhookServer(kopf.WebhookServer):
+    """Kopf's webhook server, registered by Service reference instead of URL.
+
+    The API server resolves a ``url`` with its own DNS, which in most clusters cannot see
+    ``*.svc`` names; a ``service`` reference is routed by the API server itself."""
+
+    service: tuple[str, str, int] = ("", "", 443)
+
+    async def __call__(self, fn: Any) -> AsyncIterator[kopf.WebhookClientConfig]:
+        namespace, name, port = self.service
+        async for config in super().__call__(fn):
+            ref = kopf.WebhookClientConfigService(namespace=namespace, name=name, port=port, path="")
+            out = kopf.WebhookClientConfig(service=ref)
+            if config.get("caBundle"):
+                out["caBundle"] = config["caBundle"]
+            yield out
+
+
+def parse_service_ref(text: str) -> tuple[str, str, int]:
+    """'specops-system/specops-webhook:443' -> (namespace, name, port)."""
+    ref, _, port = text.partition(":")
+    namespace, _, name = ref.partition("/")
+    if not namespace or not name or (port and not port.isdigit()):
+        raise ValueError(f"--webhook-service {text!r}: write NAMESPACE/NAME[:PORT]")
+    return namespace, name, int(port or 443)
+
+
 def _webhook_server(opts: OperatorOptions) -> kopf.WebhookServer:
-    host = opts.webhook_host or opts.webhook_listen
+    service = parse_service_ref(opts.webhook_service) if opts.webhook_service else None
+    host = opts.webhook_host or (f"{service[1]}.{service[0]}.svc" if service else opts.webhook_listen)
     if opts.webhook_cert and opts.webhook_key:
         cert, key, ca = opts.webhook_cert, opts.webhook_key, opts.webhook_ca
     else:
         certdir = Path(tempfile.mkdtemp(prefix="specops-webhook-"))
         ca_path, cert_path, key_path = make_self_signed(certdir, [host, "localhost", "127.0.0.1"])
         cert, key, ca = str(cert_path), str(key_path), str(ca_path)
+    if service:
+        server = ServiceWebhookServer(
+            addr=opts.webhook_listen,
+            port=opts.webhook_port,
+            host=host,
+            certfile=cert,
+            pkeyfile=key,
+            cafile=ca,
+        )
+        server.service = service
+        return server
     return kopf.WebhookServer(
         addr=opts.webhook_listen, port=opts.webhook_port, host=host, certfile=cert, pkeyfile=key, cafile=ca
     )

@@ -1,4 +1,5 @@
-"""Integration fixtures: one real test world per session, a namespace and an operator per test.
+"""Cluster fixtures (a pytest plugin, loaded with ``-p tests.cluster``): one real test world per
+session, a namespace and an operator per test, shared by the integration and packaging suites.
 
 The test world is started by the project's own code (specops.testbed); a missing binary or a
 failed start is an error, never a skip.  Set SPECOPS_TEST_RUN_DIR to keep its files and logs.
@@ -28,7 +29,6 @@ from specops.testbed.controlplane import OPERATOR_USER, free_port
 from specops.testbed.stack import Testbed
 
 T = TypeVar("T")
-pytestmark = pytest.mark.integration
 
 
 def wait_for(check: Callable[[], T], timeout: float = 30.0, what: str = "condition", every: float = 0.2) -> T:
