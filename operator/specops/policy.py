@@ -141,9 +141,21 @@ def _num(x: float | None) -> bool:
 
 
 def _has_traffic(pool: PoolMetrics | None, policy: PolicySpec) -> bool:
+    """Live replicas (a rate() window outlives the pods of a pool scaled to zero) and enough traffic."""
     return (
-        pool is not None and _num(pool.request_rate) and (pool.request_rate or 0.0) >= policy.min_request_rate
+        pool is not None
+        and pool.replicas > 0
+        and _num(pool.request_rate)
+        and (pool.request_rate or 0.0) >= policy.min_request_rate
     )
+
+
+def _saturated(policy: PolicySpec, pool: PoolMetrics) -> float | None:
+    """Mean queued requests per replica when at or over the limit, else None."""
+    if pool.replicas <= 0 or not _num(pool.waiting) or pool.waiting is None:
+        return None
+    per_replica = pool.waiting / pool.replicas
+    return per_replica if per_replica >= policy.max_waiting_per_replica else None
 
 
 def _fmt(x: float | None, unit: str = "") -> str:
@@ -173,7 +185,16 @@ def _latency_rules(
                 f"({_fmt(ref_p99, ' s')}); limit {policy.max_p99_tpot_regression:.0%}",
             )
     gap = spec.tail_ratio
-    if _num(ref_p50) and _num(ref_p99) and ref_p50 and gap is not None:
+    # The tell-tale of a mixed workload is P50 improving while P99 regresses. A wider gap with a
+    # P99 no worse than the reference is a pure win; vLLM's coarse TPOT buckets (10 ms, 25 ms,
+    # 50 ms, ...) also widen histogram_quantile's ratio whenever P50 drops into a lower bucket.
+    if (
+        _num(ref_p50)
+        and _num(ref_p99)
+        and ref_p50
+        and gap is not None
+        and (spec.tpot_p99 or 0) > (ref_p99 or 0)
+    ):
         assert ref_p99 is not None and ref_p50 is not None
         ref_gap = ref_p99 / ref_p50
         widening = gap / ref_gap - 1
@@ -214,6 +235,11 @@ def assess(policy: PolicySpec, state: PolicyState, obs: Observation) -> Assessme
     ab = _has_traffic(base, policy)
 
     if state.mode == PROBING:
+        queued = _saturated(policy, spec)
+        if queued is not None:
+            return Assessment(
+                Verdict.BREACH, "ProbeLost", f"{queued:.1f} requests waiting per speculative replica"
+            )
         if base is not None and ab:
             if acc < policy.break_even_acceptance_rate:
                 return Assessment(
@@ -260,15 +286,14 @@ def assess(policy: PolicySpec, state: PolicyState, obs: Observation) -> Assessme
             "AcceptanceBelowThreshold",
             f"acceptance {acc:.2f} below {policy.min_acceptance_rate:.2f}: drafting costs more than it saves",
         )
-    if spec.replicas > 0 and _num(spec.waiting) and spec.waiting is not None:
-        per_replica = spec.waiting / spec.replicas
-        if per_replica >= policy.max_waiting_per_replica:
-            return Assessment(
-                Verdict.BREACH,
-                "LoadSaturation",
-                f"{per_replica:.1f} requests waiting per speculative replica (limit "
-                f"{policy.max_waiting_per_replica:g}): compute-bound, speculation is overhead",
-            )
+    queued = _saturated(policy, spec)
+    if queued is not None:
+        return Assessment(
+            Verdict.BREACH,
+            "LoadSaturation",
+            f"{queued:.1f} requests waiting per speculative replica (limit "
+            f"{policy.max_waiting_per_replica:g}): compute-bound, speculation is overhead",
+        )
     if base is not None and ab:
         found = _latency_rules(policy, spec, base.tpot_p50, base.tpot_p99, "the baseline pool")
         if found:
@@ -345,6 +370,13 @@ def decide(policy: PolicySpec, state: PolicyState, obs: Observation, now: float)
             )
         return Decision(state, assessment, transition, metrics)
     state = replace(state, errors=0)
+
+    # Right after a switch the rate window still holds the previous mode's samples (and the pools
+    # are still moving): judge nothing until a whole window plus two evaluations has passed.
+    settle = parse_duration(policy.window) + 2 * parse_duration(policy.interval)
+    if now - state.mode_since < settle:
+        settling = Assessment(Verdict.NO_DATA, "Settling", f"the last switch was under {settle:g} s ago")
+        return Decision(state, settling, None, metrics)
 
     if state.mode in (BASELINE, PROBING):
         state = _record_reference(state, obs.baseline, policy, now)

@@ -79,6 +79,36 @@ def test_assess(mode: str, obs: Observation, verdict: Verdict, reason: str) -> N
     assert (got.verdict, got.reason) == (verdict, reason), got.message
 
 
+def test_settling_after_a_switch_holds() -> None:
+    state = PolicyState(mode=SPECULATIVE, mode_since=1000, breaches=2)
+    d = decide(POLICY, state, LOW_ACC, 1000 + 300)  # window 5m + 2 x 30 s not yet over
+    assert (d.assessment.reason, d.state.breaches, d.transition) == ("Settling", 2, None)
+    d = decide(POLICY, state, LOW_ACC, 1000 + 361)
+    assert d.transition is not None and d.transition.reason == "AcceptanceBelowThreshold"
+
+
+def test_gap_widening_needs_a_p99_regression() -> None:
+    # histogram_quantile over 10 ms / 25 ms buckets: P50 9.9 ms, P99 24 ms vs a baseline at 17/25 ms.
+    better_tail = Observation(speculative=pool(tpot_p50=0.0099, tpot_p99=0.0244),
+                              baseline=pool(acceptance=None, tpot_p50=0.0176, tpot_p99=0.0249))  # fmt: skip
+    assert assess(POLICY, PolicyState(mode=SPECULATIVE), better_tail).verdict is Verdict.HEALTHY
+    worse_tail = Observation(speculative=pool(tpot_p50=0.0099, tpot_p99=0.026),
+                             baseline=pool(acceptance=None, tpot_p50=0.0176, tpot_p99=0.0249))  # fmt: skip
+    assert assess(POLICY, PolicyState(mode=SPECULATIVE), worse_tail).reason == "TailGapWidening"
+
+
+def test_a_pool_scaled_to_zero_is_no_reference_and_a_saturated_probe_loses() -> None:
+    gone = Observation(
+        speculative=pool(tpot_p99=0.05), baseline=pool(acceptance=None, replicas=0, tpot_p99=0.03)
+    )
+    assert assess(POLICY, PolicyState(mode=SPECULATIVE), gone).verdict is Verdict.HEALTHY
+    queued = Observation(
+        speculative=pool(replicas=1, waiting=3.0, tpot_p99=0.02), baseline=pool(acceptance=None)
+    )
+    got = assess(POLICY, PolicyState(mode=PROBING), queued)
+    assert (got.verdict, got.reason) == (Verdict.BREACH, "ProbeLost")
+
+
 def test_recorded_reference_only_in_break_even_band_and_at_similar_load() -> None:
     ref = Reference(tpot_p50=0.02, tpot_p99=0.03, rate_per_replica=1.0, at=0)
     state = PolicyState(mode=SPECULATIVE, reference=ref)
@@ -157,14 +187,17 @@ def test_fall_back_then_probe_then_re_enable() -> None:
     assert state.reference is not None and state.reference.tpot_p99 == 0.03
     state, more = run(state, [base_only] * 2, start=1000 + 90 + 19 * 30)
     assert more == ["Baseline->Probing:ProbeStarted"]
-    state, more = run(state, [probe_win] * 3, start=2000)
+    # The probe's first window still holds baseline-only data: it settles before it counts wins.
+    state, more = run(state, [probe_win] * 2, start=state.mode_since + 30)
+    assert more == [] and state.recoveries == 0
+    state, more = run(state, [probe_win] * 3, start=state.mode_since + 400)
     assert more == ["Probing->Speculative:ProbeWon"]
     assert [t.reason for t in state.history] == ["AcceptanceBelowThreshold", "ProbeStarted", "ProbeWon"]
 
 
 def test_probe_loss_and_timeout() -> None:
     loss = Observation(speculative=pool(replicas=1, tpot_p99=0.05), baseline=pool(acceptance=None))
-    _, reasons = run(PolicyState(mode=PROBING, mode_since=1000), [loss] * 3)
+    _, reasons = run(PolicyState(mode=PROBING, mode_since=1000), [loss] * 3, start=1400)
     assert reasons == ["Probing->Baseline:ProbeLost"]
     # Mixed results never reach three wins in a row: the probe ends after probe.duration (10 min).
     win = Observation(speculative=pool(replicas=1, tpot_p99=0.02), baseline=pool(acceptance=None))
@@ -202,8 +235,8 @@ def test_restart_in_every_state_changes_nothing(state: PolicyState, obs: Observa
 def test_history_is_capped_at_20() -> None:
     state = PolicyState()
     flip = [LOW_ACC] * 3
-    for _ in range(25):
-        state, _ = run(state, flip)
+    for i in range(25):
+        state, _ = run(state, flip, start=1000 + 1000 * i)
         state = replace(state, mode=SPECULATIVE)
     assert len(state.history) == 20  # 25 transitions happened; the oldest 5 were dropped
 

@@ -36,7 +36,7 @@ class Testbed:
         crds: list[dict[str, Any]] | None = None,
     ) -> None:
         self.crds = crds
-        self.run_dir = run_dir
+        self.run_dir = run_dir = run_dir.resolve()  # kubeconfigs name files by absolute path
         self.control_plane = LocalControlPlane(run_dir / "cluster")
         self.prometheus = LocalPrometheus(run_dir / "prometheus", scrape_interval=scrape_interval)
         self.gpu_type = gpu_type
