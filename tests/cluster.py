@@ -214,3 +214,19 @@ def kubectl(testbed: Testbed, *args: str, check: bool = True) -> subprocess.Comp
 
 def load_kube_defaults(testbed: Testbed) -> None:
     kube_config.load_kube_config(config_file=str(testbed.kubeconfig))
+
+
+# A stand-in for the Prometheus Operator's CRD: with the kind served, the operator renders a
+# PodMonitor per resource (only the kind matters to SpecOps).
+POD_MONITOR_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "podmonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {"kind": "PodMonitor", "plural": "podmonitors", "singular": "podmonitor", "listKind": "PodMonitorList"},
+        "versions": [{"name": "v1", "served": True, "storage": True,
+                      "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+    },
+}  # fmt: skip

@@ -26,7 +26,7 @@ from specops.api.v1alpha1 import (
 )
 from specops.catalog import GIB, GPUS, ModelInfo, lookup_model
 from specops.dialect import DRAFT_TP_MUST_MATCH_SINCE, parse_version
-from specops.findings import Finding, Severity, error, warning
+from specops.findings import Finding, HasFindings, error, warning
 
 # DOMAIN rules of thumb (DOMAIN.md section 4).
 DRAFT_VRAM_SHARE_LIMIT = 0.15
@@ -70,7 +70,7 @@ class ResolvedModel:
 
 
 @dataclass(frozen=True, slots=True)
-class BudgetPlan:
+class BudgetPlan(HasFindings):
     """The per-replica memory plan, with the findings that came from it."""
 
     findings: tuple[Finding, ...]
@@ -85,14 +85,6 @@ class BudgetPlan:
     max_concurrent_sequences_without_draft: int | None
     max_model_len: int
     extras: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity is Severity.ERROR]
-
-    @property
-    def warnings(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity is Severity.WARNING]
 
     @property
     def fits(self) -> bool:

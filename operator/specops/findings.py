@@ -27,6 +27,20 @@ class Finding:
         return f"{self.field}: {self.message} [{self.code}]"
 
 
+class HasFindings:
+    """Errors and warnings of anything that holds ``findings``."""
+
+    findings: tuple[Finding, ...]
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.WARNING]
+
+
 def error(code: str, field: str, message: str) -> Finding:
     return Finding(Severity.ERROR, code, field, message)
 

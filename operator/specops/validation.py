@@ -32,7 +32,7 @@ from specops.dialect import (
     parse_version,
     speculative_config_keys,
 )
-from specops.findings import Finding, Severity, error
+from specops.findings import Finding, HasFindings, error
 from specops.render import RESERVED_LABELS
 
 # Pools are named <name>-spec / <name>-base and the Service <name>: DNS-1035 labels of <= 63.
@@ -211,19 +211,11 @@ def check_pod_labels(si: SpeculativeInference) -> list[Finding]:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckReport:
+class CheckReport(HasFindings):
     """All findings for a resource, with the budget they came from."""
 
     findings: tuple[Finding, ...]
     budget: BudgetPlan
-
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity is Severity.ERROR]
-
-    @property
-    def warnings(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity is Severity.WARNING]
 
     @property
     def ok(self) -> bool:

@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops.testbed.stack import Testbed
 from tests.cluster import (
+    POD_MONITOR_CRD,
     condition,
     create_si,
     deployment,
@@ -267,20 +268,6 @@ def test_printer_columns(
     header, row = out.stdout.splitlines()[:2]
     assert header.split() == ["NAME", "MODE", "SPEC", "BASE", "ACCEPTANCE", "P99/P50", "READY", "AGE"]
     assert row.split()[:4] == ["summarizer", "Speculative", "3", "0"]
-
-
-POD_MONITOR_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "podmonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {"kind": "PodMonitor", "plural": "podmonitors", "singular": "podmonitor", "listKind": "PodMonitorList"},
-        "versions": [{"name": "v1", "served": True, "storage": True,
-                      "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
-    },
-}  # fmt: skip
 
 
 def test_pod_monitor_when_its_kind_is_served(

@@ -32,7 +32,7 @@ from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops.controller.main import OperatorOptions, OperatorThread
 from specops.testbed.controlplane import free_port, install_crds
 from specops.testbed.stack import Testbed
-from tests.cluster import create_si, deployment, get_si, wait_for
+from tests.cluster import POD_MONITOR_CRD, create_si, deployment, get_si, wait_for
 from tests.conftest import EXAMPLES
 from tests.packaging import rbac
 from tests.packaging.apiproxy import RecordingProxy, Request
@@ -40,28 +40,6 @@ from tests.packaging.conftest import CHART, kubectl_bin, run
 
 pytestmark = pytest.mark.integration
 
-# A stand-in for the Prometheus Operator's CRD: with the kind served, the operator creates a
-# PodMonitor per resource, so the podmonitors grant is exercised too.
-POD_MONITOR_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "podmonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {"kind": "PodMonitor", "plural": "podmonitors", "singular": "podmonitor"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                },
-            }
-        ],
-    },
-}
 # What every authenticated identity may do on a 1.20 apiserver (system:basic-user, system:discovery,
 # system:public-info-viewer); measured from a ServiceAccount with no bindings, and checked to be
 # nothing more.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,47 +36,35 @@ class Kube:
 
     # ------------------------------------------------------------------------------------ reads
 
-    def get_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def _read(self, read: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+        """An object as a plain dict, or None when it does not exist."""
         try:
-            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
-            )
-            return obj
+            resp = read(*args)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
+        obj: dict[str, Any] = resp if isinstance(resp, dict) else self.api.sanitize_for_serialization(resp)
+        return obj
+
+    def get_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            resp = self.apps.read_namespaced_deployment(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        obj: dict[str, Any] = self.api.sanitize_for_serialization(resp)
-        return obj
+        return self._read(self.apps.read_namespaced_deployment, name, namespace)
 
     def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            resp = self.core.read_namespaced_service(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        obj: dict[str, Any] = self.api.sanitize_for_serialization(resp)
-        return obj
+        return self._read(self.core.read_namespaced_service, name, namespace)
 
     def get_pod_monitor(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                "monitoring.coreos.com", "v1", namespace, "podmonitors", name
-            )
-            return obj
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._read(
+            self.custom.get_namespaced_custom_object,
+            "monitoring.coreos.com",
+            "v1",
+            namespace,
+            "podmonitors",
+            name,
+        )
 
     def pod_monitor_served(self) -> bool:
         """Is the Prometheus Operator's PodMonitor kind served?  Asked once per process."""
