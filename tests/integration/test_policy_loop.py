@@ -41,7 +41,7 @@ LOW_QPS = float(os.environ.get("SPECOPS_TEST_LOW_QPS", "2"))
 SURGE_QPS = float(os.environ.get("SPECOPS_TEST_SURGE_QPS", "7"))
 # Long prompts saturate the pods at a few requests/s (3.5 per replica: the speculative pod queues,
 # the baseline keeps up), cheap enough in CPU for 2-core machines; see docs/emulator.md.
-PROMPT = {"promptTokens": 2000, "maxTokens": 256}
+PROMPT = {"promptTokens": 2900, "maxTokens": 256}
 
 
 def demo_doc(**policy: Any) -> dict[str, Any]:

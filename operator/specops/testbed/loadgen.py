@@ -42,8 +42,10 @@ class Record:
 
 
 def _prompt(arrival: Arrival, rng: random.Random) -> str:
+    # Three-letter words and a space: one token each by the usual 4-characters-a-token estimate
+    # (the emulator's), so the prompt is promptTokens long.
     words = " ".join(
-        rng.choice(("alpha", "beta", "gamma", "delta", "omega")) for _ in range(arrival.prompt_tokens)
+        rng.choice(("one", "two", "six", "ten", "red", "sky")) for _ in range(arrival.prompt_tokens)
     )
     if arrival.prompt_kind == "summarization":
         return f"Summarize the following article.\n\n{words}"
