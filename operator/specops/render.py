@@ -308,9 +308,9 @@ def _resources(spec: SpeculativeInferenceSpec) -> dict[str, Any]:
     return {"limits": limits, "requests": requests}
 
 
-def _probes(spec: SpeculativeInferenceSpec) -> dict[str, Any]:
+def _probes(startup_timeout: int) -> dict[str, Any]:
     http = {"path": "/health", "port": PORT_NAME}
-    startup_failures = max(1, math.ceil(startup_timeout_seconds(spec) / STARTUP_PERIOD_SECONDS))
+    startup_failures = max(1, math.ceil(startup_timeout / STARTUP_PERIOD_SECONDS))
     return {
         "startupProbe": {
             "httpGet": dict(http),
@@ -340,6 +340,7 @@ def render_pool_deployment(
     spec = si.spec
     name = si.metadata.name
     labels = pool_labels(name, pool)
+    startup_timeout = startup_timeout_seconds(spec)  # runs the budget: once per Deployment
     volumes, mounts = _volumes(spec)
     annotations = {
         **spec.pod_annotations,
@@ -355,7 +356,7 @@ def render_pool_deployment(
         "env": _env(spec),
         "resources": _resources(spec),
         "volumeMounts": mounts,
-        **_probes(spec),
+        **_probes(startup_timeout),
         # Endpoints take a moment to drop a terminating pod: keep serving meanwhile, then SIGTERM
         # lets the server finish its in-flight requests within the grace period.
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}},
@@ -384,7 +385,7 @@ def render_pool_deployment(
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 3,
-            "progressDeadlineSeconds": startup_timeout_seconds(spec) + 300,
+            "progressDeadlineSeconds": startup_timeout + 300,
             # GPUs are scarce: replace pods one at a time, never start a surplus pod.
             "strategy": {
                 "type": "RollingUpdate",

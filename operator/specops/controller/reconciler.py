@@ -193,7 +193,8 @@ class Reconciler:
         if report.warnings and (generation_changed or not old_status):
             self._event(body, "Warning", "BudgetWarning", "; ".join(str(w) for w in report.warnings), out)
 
-        new = desired_status(si, report, mode, split, self._pools(ns, name), now, metrics_condition)
+        # Readiness read before the applies is as fresh as after them (an apply changes no pod).
+        new = desired_status(si, report, mode, split, before, now, metrics_condition)
         self._patch(body, new, out)
         return out
 

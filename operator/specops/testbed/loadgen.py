@@ -14,7 +14,6 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
@@ -219,9 +218,3 @@ def summarize(records: Sequence[Record]) -> dict[str, dict[str, float]]:
             "p99_ttft": pct(ttfts, 0.99),
         }
     return out
-
-
-def write_records(path: Path, records: Sequence[Record]) -> None:
-    with path.open("w") as f:
-        for r in records:
-            f.write(json.dumps(asdict(r)) + "\n")
