@@ -263,6 +263,9 @@ def run(
         str | None,
         typer.Option(help="Default Prometheus URL for resources without spec.policy.prometheusUrl."),
     ] = None,
+    prometheus_timeout: Annotated[
+        float, typer.Option(help="Seconds a Prometheus query may take; past it the evaluation is an Error.")
+    ] = 10.0,
     log_format: Annotated[LogFormat, typer.Option(help="text or json")] = LogFormat.TEXT,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     metrics_port: Annotated[int, typer.Option(help="Port of the operator's own /metrics (0: off).")] = 8080,
@@ -314,6 +317,7 @@ def run(
             namespaces=list(namespace or []),
             kubeconfig=kubeconfig,
             prometheus_url=prometheus_url,
+            prometheus_timeout=prometheus_timeout,
             log_format=log_format.value,
             verbose=verbose,
             metrics_port=metrics_port or None,
@@ -348,6 +352,42 @@ def demo(
     from specops.testbed.demo import run_demo
 
     run_demo(resource, scenario, run_dir, plot, keep=keep)
+
+
+@app.command()
+def simulate(
+    scenarios: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Scenario files (default: every scenarios/*.yaml with a resource)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where simulation.md and the PNG timelines go.")] = Path(
+        ".local/benchmarks"
+    ),
+    scale: Annotated[float, typer.Option(help="Phase length factor (0.1 for a smoke run).")] = 1.0,
+    plots: Annotated[bool, typer.Option(help="Write PNG timelines.")] = True,
+) -> None:
+    """Compare always/never-speculative, vLLM's dynamic table, SpecOps and an oracle on scenarios,
+    faster than real time (the emulator's performance model, the operator's policy in the loop)."""
+    import time
+
+    from specops.sim import report
+    from specops.sim.suite import run_file
+    from specops.testbed.scenario import load_scenario
+
+    paths = scenarios or sorted(p for p in Path("scenarios").glob("*.yaml") if load_scenario(p).resource)
+    results = []
+    for n, path in enumerate(paths, 1):
+        t0 = time.monotonic()
+        typer.echo(f"[{n}/{len(paths)}] {path.name} ...", err=True)
+        try:
+            results.append(run_file(path, scale))
+        except (OSError, ValueError) as exc:
+            typer.echo(f"error: {path}: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"[{n}/{len(paths)}] {path.name} done in {time.monotonic() - t0:.0f} s", err=True)
+    written = report.write(results, out, with_plots=plots)
+    typer.echo(report.summary_table(results))
+    typer.echo(f"\nfull report: {written}")
 
 
 @app.command()

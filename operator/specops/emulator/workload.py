@@ -104,7 +104,7 @@ class Summary:
     mean_e2e: float
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
+def quantile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
@@ -120,8 +120,8 @@ def summarize(requests: Sequence[Request], skip_first: float = 0.0, skip_last: f
     return Summary(
         requests=len(done),
         mean_tpot=statistics.fmean(tpots),
-        p50_tpot=_quantile(tpots, 0.50),
-        p99_tpot=_quantile(tpots, 0.99),
+        p50_tpot=quantile(tpots, 0.50),
+        p99_tpot=quantile(tpots, 0.99),
         mean_ttft=statistics.fmean(r.ttft for r in done if r.ttft is not None),
         mean_e2e=statistics.fmean(r.e2e for r in done if r.e2e is not None),
     )

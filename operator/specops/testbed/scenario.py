@@ -51,11 +51,25 @@ class Phase(_Model):
         return rng.choices([s.value for s in shares], weights=[s.weight for s in shares])[0]
 
 
+class SLO(_Model):
+    """What a request must get to count as served well (the benchmark's SLO share)."""
+
+    tpot: float = Field(default=0.05, gt=0, description="Highest TPOT in seconds.")
+    ttft: float = Field(default=2.0, gt=0, description="Highest time to first token in seconds.")
+
+
 class Scenario(_Model):
     name: str
     description: str = ""
     seed: int = 1
     phases: list[Phase] = Field(min_length=1)
+    # Read by the simulator (benchmarks); the load generator ignores them.
+    resource: str | None = Field(
+        default=None,
+        description="The SpeculativeInference manifest served, relative to the scenario file.",
+    )
+    slo: SLO = Field(default_factory=SLO)
+    startup_seconds: float = Field(default=60.0, ge=0, description="Pod start-up (model load) time.")
 
     @model_validator(mode="after")
     def _names(self) -> Scenario:

@@ -1,0 +1,125 @@
+"""The faster-than-real-time simulator: Prometheus arithmetic, determinism, and the real policy
+reacting to what the emulator's model serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from specops.api.v1alpha1 import SpeculativeInference, SpeculativeInferenceSpec
+from specops.policy import BASELINE, PROBING, SPECULATIVE
+from specops.sim.fleet import histogram_quantile, simulate
+from specops.sim.suite import ALWAYS, NEVER, ORACLE, SPECOPS, run_scenario
+from specops.testbed.scenario import Scenario, arrivals, load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAT = ROOT / "scenarios" / "resources" / "chat-llama70b.yaml"
+
+
+def chat_spec() -> SpeculativeInferenceSpec:
+    return SpeculativeInference.model_validate(yaml.safe_load(CHAT.read_text())).spec
+
+
+@pytest.mark.parametrize(
+    ("q", "values", "expected"),
+    [
+        (0.5, [], None),
+        # All in the (0.01, 0.025] bucket: the rank is interpolated inside it.
+        (0.5, [0.02] * 10, 0.0175),
+        (1.0, [0.02] * 10, 0.025),
+        # Below the first bound: interpolated from zero.
+        (0.5, [0.001] * 4, 0.005),
+        # Past the last finite bound: the last finite bound, as Prometheus answers.
+        (0.99, [1000.0] * 5, 80.0),
+        # 90 fast, 10 slow: P99 lands in the slow bucket (0.1, 0.15], nine tenths in.
+        (0.99, [0.02] * 90 + [0.12] * 10, 0.145),
+    ],
+)
+def test_histogram_quantile_matches_prometheus(q: float, values: list[float], expected: float | None) -> None:
+    from specops.emulator.metrics import ITL_BUCKETS
+
+    got = histogram_quantile(q, ITL_BUCKETS, values)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == pytest.approx(expected)
+
+
+def shift(cold: float = 0.2, hot: float = 1.0) -> Scenario:
+    return Scenario.model_validate(
+        {
+            "name": "shift",
+            "seed": 3,
+            "phases": [
+                {"name": "cold", "duration": "4m", "qps": 4, "temperature": cold},
+                {"name": "hot", "duration": "6m", "qps": 4, "temperature": hot},
+            ],
+        }
+    )
+
+
+def test_simulation_is_deterministic() -> None:
+    traffic = arrivals(shift())
+    a = simulate(chat_spec(), traffic, startup_seconds=60, seed=3, adaptive=True)
+    b = simulate(chat_spec(), traffic, startup_seconds=60, seed=3, adaptive=True)
+    assert [s.tpot for s in a.served] == [s.tpot for s in b.served]
+    assert a.transitions == b.transitions
+
+
+def test_static_configurations_never_switch_and_serve_every_request() -> None:
+    traffic = arrivals(shift())
+    for mode in (SPECULATIVE, BASELINE):
+        run = simulate(chat_spec(), traffic, startup_seconds=60, seed=3, adaptive=False, initial_mode=mode)
+        assert run.transitions == []
+        assert {p.mode for p in run.timeline} == {mode}
+        assert len(run.served) == len(traffic)
+        assert all(s.tpot is not None for s in run.served)
+
+
+def test_policy_falls_back_when_temperature_rises() -> None:
+    run = simulate(chat_spec(), arrivals(shift()), startup_seconds=60, seed=3, adaptive=True)
+    first = run.transitions[0]
+    assert (first.from_mode, first.to_mode, first.reason) == (
+        SPECULATIVE,
+        BASELINE,
+        "AcceptanceBelowThreshold",
+    )
+    # After the hot phase starts (240 s), within one window and a few evaluations.
+    assert 240 < first.at <= 240 + 60 + 4 * 10
+    # The rollout moved both replicas to the baseline pool, one at a time.
+    splits = [(p.split.speculative, p.split.baseline) for p in run.timeline if p.t > first.at]
+    assert (1, 1) in splits and (0, 2) in splits
+
+
+def test_policy_stays_speculative_where_it_wins() -> None:
+    run = simulate(chat_spec(), arrivals(shift(hot=0.2)), startup_seconds=60, seed=3, adaptive=True)
+    assert run.transitions == []
+
+
+def test_oracle_takes_the_better_static_config_per_phase() -> None:
+    result = run_scenario(shift(), chat_spec(), strategies=(ORACLE,))
+    assert result.oracle_choice == {"cold": ALWAYS, "hot": NEVER}
+    assert result.regime_changes == 1
+    # The oracle serves every request once, from the configuration it chose for its phase.
+    assert len(result.oracle) == len(result.runs[ALWAYS].served)
+    f = result.figures
+    assert f[ORACLE].p99_tpot <= max(f[ALWAYS].p99_tpot, f[NEVER].p99_tpot)
+
+
+def test_switch_count_ignores_probes() -> None:
+    result = run_scenario(shift(), chat_spec(), strategies=(SPECOPS,))
+    modes = [t.to_mode for t in result.runs[SPECOPS].transitions]
+    # Hot to the end: one fallback, then probes that lose (Probing -> Baseline is no switch).
+    assert modes[0] == BASELINE
+    assert result.switches == 1
+    assert result.probes == modes.count(PROBING)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
+def test_scenario_files_load(path: Path) -> None:
+    scenario = load_scenario(path)
+    assert scenario.seconds > 0
+    if scenario.resource is not None:
+        assert (path.parent / scenario.resource).is_file()
