@@ -138,22 +138,31 @@ def run_scenario(
     if ORACLE in todo:
         todo |= {ALWAYS, NEVER}
     traffic = arrivals(scenario)
-    common = {"startup_seconds": scenario.startup_seconds, "seed": scenario.seed}
     runs: dict[str, Run] = {}
+
+    def run(adaptive: bool, mode: str = SPECULATIVE, override: SpeculativeInferenceSpec | None = None) -> Run:
+        return simulate(
+            spec,
+            traffic,
+            startup_seconds=scenario.startup_seconds,
+            seed=scenario.seed,
+            adaptive=adaptive,
+            initial_mode=mode,
+            spec_override=override,
+        )
+
     if ALWAYS in todo:
-        runs[ALWAYS] = simulate(spec, traffic, adaptive=False, initial_mode=SPECULATIVE, **common)
+        runs[ALWAYS] = run(adaptive=False)
     if NEVER in todo:
-        runs[NEVER] = simulate(spec, traffic, adaptive=False, initial_mode=BASELINE, **common)
+        runs[NEVER] = run(adaptive=False, mode=BASELINE)
     if DYNAMIC in todo:
         speculation = spec.speculation.model_copy(
             update={"tokens_per_batch_size": dynamic_table(spec.speculation.num_speculative_tokens)}
         )
         dynamic = spec.model_copy(update={"speculation": speculation})
-        runs[DYNAMIC] = simulate(
-            spec, traffic, adaptive=False, initial_mode=SPECULATIVE, spec_override=dynamic, **common
-        )
+        runs[DYNAMIC] = run(adaptive=False, override=dynamic)
     if SPECOPS in todo:
-        runs[SPECOPS] = simulate(spec, traffic, adaptive=True, **common)
+        runs[SPECOPS] = run(adaptive=True)
     oracle: list[Served] = []
     choice: dict[str, str] = {}
     if ORACLE in todo:
