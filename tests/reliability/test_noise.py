@@ -1,0 +1,90 @@
+"""Noise: acceptance oscillating +-0.05 around minAcceptanceRate for one simulated hour.
+
+The simulator (specops.sim) serves the traffic with the emulator's model and runs the operator's
+real policy and rollout code.  Acceptance is set through the temperature (the emulator's
+acceptance falls with it), switching every minute (a square wave) or every 15-90 s at random
+within the band.  SpecOps may fall back once (half the windows are below the threshold) but must
+not flap: at most one switch of the serving configuration.  Probes while in Baseline are counted
+and reported; they never win here (acceptance stays under the break-even rate), so they end in
+Baseline again without a switch.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from specops.api.v1alpha1 import PolicySpec, SpeculativeInference, SpeculativeInferenceSpec
+from specops.emulator.calibration import demo_acceptance
+from specops.sim.suite import SPECOPS, run_scenario
+from specops.testbed.scenario import Scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAT = ROOT / "scenarios" / "resources" / "chat-llama70b.yaml"
+THRESHOLD = 0.5
+NOISE = 0.05
+HOUR = 3600.0
+
+
+def temperature_for(acceptance: float) -> float:
+    """The temperature at which the demo pair's acceptance is ``acceptance`` (it falls with T)."""
+    lo, hi = 0.0, 2.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if demo_acceptance(mid)[0] > acceptance else (lo, mid)
+    return (lo + hi) / 2
+
+
+def noisy(shape: str, seed: int = 8) -> Scenario:
+    rng = random.Random(seed)
+    phases = []
+    t = 0.0
+    while t < HOUR:
+        if shape == "square":
+            seconds, acc = 60.0, THRESHOLD + (NOISE if len(phases) % 2 == 0 else -NOISE)
+        else:
+            seconds, acc = rng.uniform(15, 90), rng.uniform(THRESHOLD - NOISE, THRESHOLD + NOISE)
+        seconds = min(seconds, HOUR - t)
+        phases.append(
+            {
+                "name": f"p{len(phases)}",
+                "duration": f"{seconds:.1f}s",
+                "qps": 4,
+                "temperature": temperature_for(acc),
+            }
+        )
+        t += seconds
+    return Scenario.model_validate({"name": f"noise-{shape}", "seed": seed, "phases": phases})
+
+
+def spec(profile: str) -> SpeculativeInferenceSpec:
+    s = SpeculativeInference.model_validate(yaml.safe_load(CHAT.read_text())).spec
+    if profile == "defaults":
+        s = s.model_copy(update={"policy": PolicySpec()})
+    return s
+
+
+def test_temperature_mapping_hits_the_band() -> None:
+    for acc in (THRESHOLD - NOISE, THRESHOLD, THRESHOLD + NOISE):
+        assert demo_acceptance(temperature_for(acc))[0] == pytest.approx(acc, abs=0.002)
+
+
+@pytest.mark.parametrize("profile", ["fast", "defaults"])
+@pytest.mark.parametrize("shape", ["square", "random"])
+def test_noise_around_the_threshold_switches_at_most_once(profile: str, shape: str) -> None:
+    result = run_scenario(noisy(shape), spec(profile), strategies=(SPECOPS,))
+    run = result.runs[SPECOPS]
+    seen = [
+        p.speculative.acceptance
+        for p in run.timeline
+        if p.speculative and p.speculative.acceptance is not None
+    ]
+    # Not vacuous: the policy saw acceptance on both sides of the threshold, inside the band.
+    assert min(seen) < THRESHOLD < max(seen), (min(seen), max(seen))
+    assert min(seen) > THRESHOLD - 2 * NOISE and max(seen) < THRESHOLD + 2 * NOISE
+    transitions = [(round(t.at), t.to_mode, t.reason) for t in run.transitions]
+    print(f"\n{profile}/{shape}: {result.switches} switch(es), {result.probes} probe(s): {transitions}")
+    assert result.switches <= 1, transitions
