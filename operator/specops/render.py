@@ -59,6 +59,8 @@ STARTUP_SECONDS_PER_GIB = 15
 STARTUP_MAX_SECONDS = 3600
 STARTUP_PERIOD_SECONDS = 10
 PRESTOP_SECONDS = 5
+# After preStop, vLLM finishes in-flight requests until this runs out, then it is killed.
+TERMINATION_GRACE_SECONDS = 60
 
 
 class RenderError(ValueError):
@@ -376,7 +378,7 @@ def render_pool_deployment(
     if spec.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
     # vLLM needs the whole start-up to load weights: a slow terminating pod holds its GPUs.
-    pod_spec["terminationGracePeriodSeconds"] = 60
+    pod_spec["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
 
     return {
         "apiVersion": "apps/v1",

@@ -123,3 +123,32 @@ def test_scenario_files_load(path: Path) -> None:
     assert scenario.seconds > 0
     if scenario.resource is not None:
         assert (path.parent / scenario.resource).is_file()
+
+
+def test_simulate_command_writes_table_and_plots(tmp_path: Path) -> None:
+    """The benchmark suite's smoke run: two scenarios at 5% of their length, every strategy."""
+    from typer.testing import CliRunner
+
+    from specops.cli import app
+
+    files = [str(ROOT / "scenarios" / n) for n in ("temperature-shift.yaml", "ngram-summarization.yaml")]
+    result = CliRunner().invoke(app, ["simulate", *files, "--scale", "0.05", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "simulation.md").read_text()
+    for name in ("temperature-shift", "ngram-summarization"):
+        assert f"| {name} |" in report
+        assert (tmp_path / f"sim-{name}.png").stat().st_size > 10_000
+    for strategy in ("always-speculative", "never-speculative", "vllm-dynamic", "specops", "oracle"):
+        assert f"| {strategy} |" in report
+
+
+def test_simulate_command_names_a_missing_resource(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from specops.cli import app
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nphases: [{name: a, duration: 10s, qps: 1}]\n")
+    result = CliRunner().invoke(app, ["simulate", str(path), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "resource" in result.output

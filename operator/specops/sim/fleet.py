@@ -12,8 +12,9 @@ What runs is the real thing wherever it can be:
 
 What is modelled, not run: the Service spreads requests uniformly at random over ready pods (as
 kube-proxy does); a pod leaving a pool stops getting requests, finishes what it holds, and frees its
-GPUs; the pod replacing it starts then and serves ``startup_seconds`` later (model load).  Requests
-that arrive while no pod is ready fail.
+GPUs; the pod replacing it starts then and serves ``startup_seconds`` later (model load).  A pod
+still holding requests when its termination grace period (``render.TERMINATION_GRACE_SECONDS``)
+runs out is killed and those requests fail, as do requests that arrive while no pod is ready.
 """
 
 from __future__ import annotations
@@ -29,10 +30,18 @@ from specops.budget import vram_per_gpu_gib
 from specops.dialect import parse_version
 from specops.emulator.args import derive_config, parse_args
 from specops.emulator.metrics import ITL_BUCKETS, TTFT_BUCKETS
-from specops.emulator.perf import Engine, EngineConfig, PromptKind, Request, StepResult, sample_eos_after
+from specops.emulator.perf import (
+    Engine,
+    EngineConfig,
+    FinishReason,
+    PromptKind,
+    Request,
+    StepResult,
+    sample_eos_after,
+)
 from specops.policy import SPECULATIVE, Observation, PolicyState, PoolMetrics, Transition, decide
 from specops.reconcile import rollout_step, split_for_mode
-from specops.render import Pool, PoolSplit, vllm_args
+from specops.render import TERMINATION_GRACE_SECONDS, Pool, PoolSplit, vllm_args
 from specops.testbed.scenario import Arrival
 
 SCRAPE_SECONDS = 5.0  # the testbed's (and a typical PodMonitor's) scrape interval
@@ -75,13 +84,18 @@ class SimPod:
     engine: Engine
     ready_at: float  # inf until its GPUs are free and its start-up has begun
     rng: random.Random
-    terminating: bool = False
+    terminating_at: float | None = None
     free_at: float = 0.0  # end of the step in flight
     gone_at: float | None = None
     successor: SimPod | None = None  # the pod waiting for this one's GPUs
 
+    @property
+    def active(self) -> bool:
+        """Neither leaving nor gone (it may still be starting)."""
+        return self.terminating_at is None and self.gone_at is None
+
     def ready(self, now: float) -> bool:
-        return not self.terminating and self.gone_at is None and self.ready_at <= now
+        return self.terminating_at is None and self.gone_at is None and self.ready_at <= now
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,23 +227,29 @@ class Fleet:
         """One replica changes pools: a pod of the other pool drains; its successor starts once
         the GPUs are free."""
         source = Pool.BASELINE if to is Pool.SPECULATIVE else Pool.SPECULATIVE
-        candidates = [p for p in self.pods if p.pool is source and not p.terminating and p.gone_at is None]
+        candidates = [p for p in self.pods if p.pool is source and p.active]
         # The Deployment controller removes a pod that is not ready first, else the newest.
         candidates.sort(key=lambda p: (p.ready_at <= now, p.ready_at))
         old = candidates[0]
-        old.terminating = True
+        old.terminating_at = now
         old.successor = self._new_pod(to, ready_at=math.inf)
         self.applied = PoolSplit(
             self.applied.speculative + (1 if to is Pool.SPECULATIVE else -1),
             self.applied.baseline + (1 if to is Pool.BASELINE else -1),
         )
 
-    def retire_drained(self, now: float) -> None:
+    def retire(self, now: float) -> None:
+        """Pods that finished draining leave; those past their grace period are killed."""
         for p in self.pods:
-            if p.terminating and p.gone_at is None and not p.engine.has_work and p.free_at <= now:
-                p.gone_at = now
-                if p.successor is not None:
-                    p.successor.ready_at = now + self.startup
+            if p.terminating_at is None or p.gone_at is not None or p.free_at > now:
+                continue
+            if p.engine.has_work and now - p.terminating_at < TERMINATION_GRACE_SECONDS:
+                continue
+            for r in [*p.engine.running, *p.engine.waiting]:
+                p.engine.abort(r, now)
+            p.gone_at = now
+            if p.successor is not None:
+                p.successor.ready_at = now + self.startup
 
     def record_step(self, pod: SimPod, result: StepResult) -> None:
         rec = self.records[pod.pool]
@@ -342,7 +362,7 @@ def simulate(
                 result = pod.engine.step(pod.rng, now)
                 pod.free_at = result.end
                 fleet.record_step(pod, result)
-        fleet.retire_drained(now)
+        fleet.retire(now)
         if now >= next_scrape:
             fleet.scrape(now)
             next_scrape += SCRAPE_SECONDS
@@ -385,6 +405,8 @@ def simulate(
 
 
 def _served(r: Request, a: Arrival, pool: Pool) -> Served:
+    if r.finish_reason is FinishReason.ABORT:  # killed with its pod
+        return Served(r.arrival, a.phase, a.temperature, pool, None, None, None, r.finish_time)
     return Served(
         arrival=r.arrival,
         phase=a.phase,

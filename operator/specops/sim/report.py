@@ -28,13 +28,13 @@ def scenario_table(result: ScenarioResult) -> str:
     slo = result.scenario.slo
     lines = [
         f"| strategy | P50 TPOT ms | P99 TPOT ms | P99 TTFT s | SLO share (TPOT <= {slo.tpot * 1000:g} ms, "
-        f"TTFT <= {slo.ttft:g} s) | transitions |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"TTFT <= {slo.ttft:g} s) | failed | transitions |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, f in result.figures.items():
         lines.append(
             f"| {name} | {_ms(f.p50_tpot)} | {_ms(f.p99_tpot)} | {f.p99_ttft:.2f} | {f.slo_share:.1%} | "
-            f"{f.transitions} |"
+            f"{f.failed} | {f.transitions} |"
         )
     return "\n".join(lines)
 
