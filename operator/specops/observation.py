@@ -1,4 +1,10 @@
-"""Turn the batched query answers into one Observation per resource (pure)."""
+"""Turn the batched query answers into one Observation per resource (pure).
+
+A NaN or infinite value is no value: it is dropped with its row, as if the series did not exist
+(``histogram_quantile`` answers NaN for a window without requests; a Prometheus or proxy that
+answers garbage numbers must never trip a rule, nor reach the status, where JSON has no NaN).
+A resource whose rows are all dropped has no Observation pools at all: NoSeries, not a figure.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ def _finite(x: float | None) -> float | None:
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
-    if num is None or den is None or den <= 0 or math.isnan(num) or math.isnan(den):
+    if num is None or den is None or den <= 0 or not math.isfinite(num) or not math.isfinite(den):
         return None
     return num / den
 
@@ -43,7 +49,7 @@ def build_observations(results: Mapping[Signal, Sequence[Sample]]) -> dict[Key, 
     for signal, samples in results.items():
         for s in samples:
             key = tuple(s.labels.get(label, "") for label in GROUP_LABELS)
-            if not key[1]:
+            if not key[1] or not math.isfinite(s.value):
                 continue
             if signal is Signal.ACCEPTED_PER_POSITION:
                 try:

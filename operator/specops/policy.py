@@ -8,7 +8,9 @@ An evaluation's verdict is one of four, kept distinct all the way to the status:
 
 * ``Healthy``  -- speculation is not hurting (or, while probing, it won this window);
 * ``Breach``   -- it hurts (or, while probing, it lost this window);
-* ``NoData``   -- too little traffic in the window to judge: holds, counts nothing;
+* ``NoData``   -- too little traffic in the window to judge (``InsufficientTraffic``), or no
+  series at all for the pool judged (``NoSeries``: not scraped yet or not at all, or only NaN /
+  infinite values, which count as no value): holds, counts nothing;
 * ``Error``    -- Prometheus unreachable or answered badly: holds, counts errors, and only falls
   back when ``onMetricsUnavailable: Baseline`` and errors repeat.
 
@@ -213,6 +215,15 @@ def assess(policy: PolicySpec, state: PolicyState, obs: Observation) -> Assessme
     if obs.error is not None:
         return Assessment(Verdict.ERROR, "MetricsUnavailable", obs.error)
     spec, base = obs.speculative, obs.baseline
+    judged = base if state.mode == BASELINE else spec
+    if judged is None:
+        pool = "baseline" if state.mode == BASELINE else "speculative"
+        return Assessment(
+            Verdict.NO_DATA,
+            "NoSeries",
+            f"Prometheus answers, but with no usable series for the {pool} pool (not scraped yet or "
+            "not at all, or only NaN values)",
+        )
     if state.mode == BASELINE:
         if not _has_traffic(base, policy):
             return Assessment(
@@ -339,6 +350,8 @@ def decide(policy: PolicySpec, state: PolicyState, obs: Observation, now: float)
     transition: Transition | None = None
     if assessment.verdict is Verdict.ERROR:
         metrics = ("False", "PrometheusError", assessment.message)
+    elif assessment.reason == "NoSeries":
+        metrics = ("True", "NoSeries", "Prometheus answers, but with no usable series for this resource")
     elif assessment.verdict is Verdict.NO_DATA:
         # Stable words (the figures are in status.observed), so a steady state writes nothing.
         metrics = ("True", "InsufficientTraffic", "Prometheus answers; too little traffic to judge")

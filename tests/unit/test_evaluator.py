@@ -95,9 +95,8 @@ def test_empty_and_nan_answers_are_no_data() -> None:
     ev.track("ns", "missing", {})
     ev.run_cycle()
     by_name = {name: obs for _, name, obs in rec.calls}
-    assert by_name["a"].error is None and by_name["a"].speculative is not None
-    assert by_name["a"].speculative.request_rate is None
-    assert by_name["missing"] == Observation()
+    # A NaN is no value: a resource with nothing else is as if it had no series (NoSeries).
+    assert by_name["a"] == by_name["missing"] == Observation()
 
 
 def test_no_url_is_an_error_with_the_fix() -> None:

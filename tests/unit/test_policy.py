@@ -25,7 +25,7 @@ from specops.policy import (
     decide,
 )
 from specops.promql import Sample, Signal
-from specops.reconcile import policy_state_from_status, policy_status_fields
+from specops.reconcile import observed_fields, policy_state_from_status, policy_status_fields
 
 POLICY = PolicySpec()  # defaults: min 0.5, break-even 0.65, 3 breaches, 3 recoveries, cooldown 10m
 
@@ -54,7 +54,9 @@ DOWN = Observation(error="connection refused")
         (SPECULATIVE, SATURATED, Verdict.BREACH, "LoadSaturation"),
         (SPECULATIVE, IDLE, Verdict.NO_DATA, "InsufficientTraffic"),
         (SPECULATIVE, NAN, Verdict.NO_DATA, "InsufficientTraffic"),
-        (SPECULATIVE, EMPTY, Verdict.NO_DATA, "InsufficientTraffic"),
+        (SPECULATIVE, EMPTY, Verdict.NO_DATA, "NoSeries"),
+        (SPECULATIVE, Observation(baseline=pool()), Verdict.NO_DATA, "NoSeries"),
+        (BASELINE, Observation(speculative=pool()), Verdict.NO_DATA, "NoSeries"),
         (SPECULATIVE, DOWN, Verdict.ERROR, "MetricsUnavailable"),
         # A/B against a baseline pool: applies at any acceptance.
         (SPECULATIVE, Observation(speculative=pool(tpot_p99=0.05), baseline=pool(acceptance=None, tpot_p99=0.03)),
@@ -285,3 +287,31 @@ def test_observations_from_query_rows() -> None:
     assert obs.baseline.replicas == 1
     assert conditional_acceptance([5.0], 0.0) == ()
     assert math.isclose(obs.speculative.rate_per_replica or 0, 0.75)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_values_are_no_value_never_a_breach(bad: float) -> None:
+    """NaN or infinite answers (a faulty Prometheus or proxy) are dropped: they trip no rule (an
+    infinite draft rate once made acceptance 0) and never reach the status (JSON has no NaN)."""
+
+    def row(pool_: str, value: float) -> Sample:
+        return Sample({"namespace": "ns", "specops_name": "svc", "specops_pool": pool_}, value)
+
+    good = {Signal.ACCEPTED: 80.0, Signal.DRAFTED: 100.0, Signal.DRAFTS: 20.0, Signal.REQUEST_RATE: 2.0,
+            Signal.TPOT_P50: 0.02, Signal.TPOT_P99: 0.03, Signal.WAITING: 0.0, Signal.REPLICAS: 2.0}  # fmt: skip
+    for signal in good:  # one signal at a time goes bad
+        obs = build_observations(
+            {s: [row("speculative", bad if s is signal else v)] for s, v in good.items()}
+        )
+        spec = obs[("ns", "svc")].speculative
+        assert spec is not None
+        figures = observed_fields(obs[("ns", "svc")], "2026-01-01T00:00:00Z")
+        assert all(math.isfinite(v) for v in figures.values() if isinstance(v, float)), figures
+        assert assess(POLICY, PolicyState(), obs[("ns", "svc")]).verdict is not Verdict.BREACH, signal
+    # Every value bad: no usable series at all.
+    everything_bad = build_observations({s: [row("speculative", bad)] for s in Signal})
+    assert everything_bad == {}
+    d = decide(POLICY, PolicyState(), Observation(), 1000.0)
+    assert (d.assessment.verdict, d.assessment.reason) == (Verdict.NO_DATA, "NoSeries")
+    assert d.metrics_available[:2] == ("True", "NoSeries")
+    assert (d.state.breaches, d.state.errors, d.transition) == (0, 0, None)

@@ -14,7 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import requests
 from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.retry import Retry
 
 from specops.api.v1alpha1 import parse_duration
@@ -22,7 +26,7 @@ from specops.controller import metrics
 from specops.controller.reconciler import Reconciler
 from specops.observation import Key, build_observations
 from specops.policy import Observation
-from specops.promql import Sample, Signal, build_queries, parse_vector
+from specops.promql import Sample, Signal, build_queries, parse_vector, promql_duration
 
 log = logging.getLogger("specops.evaluator")
 QueryFn = Callable[[str, str], Any]  # (url, query) -> data.result
@@ -46,16 +50,40 @@ class CycleReport:
 
 
 def prometheus_query(timeout: float) -> QueryFn:
-    """Queries through prometheus-api-client, with a short retry on 502-504 and a hard timeout."""
+    """Queries through prometheus-api-client, with a short retry on 502-504 and a hard timeout.
+
+    A query that timed out is not sent again (``read=0``): a retry would double the wait for an
+    evaluation and the load on a Prometheus that is already too slow."""
     clients: dict[str, PrometheusConnect] = {}
 
     def query(url: str, promql: str) -> Any:
         if url not in clients:
-            retry = Retry(total=1, backoff_factor=0.2, status_forcelist=(502, 503, 504), allowed_methods=None)
+            retry = Retry(
+                total=1, read=0, backoff_factor=0.2, status_forcelist=(502, 503, 504), allowed_methods=None
+            )
             clients[url] = PrometheusConnect(url=url, retry=retry, timeout=timeout)
         return clients[url].custom_query(promql)
 
     return query
+
+
+def describe_failure(exc: Exception, timeout: float) -> tuple[str, str]:
+    """A failed query's kind (the label of specops_prometheus_errors_total) and cause, in words.
+
+    requests reports urllib3's last error inside a message that quotes the whole URL-encoded
+    query, so the part that matters (timed out, refused, which status) would be cut off."""
+    cause: BaseException = exc
+    if exc.args and isinstance(exc.args[0], MaxRetryError) and exc.args[0].reason is not None:
+        cause = exc.args[0].reason
+    if isinstance(cause, NewConnectionError | ConnectionError):  # (urllib3's is a timeout subclass)
+        return "unreachable", f"cannot connect: {str(cause).rpartition(': ')[2] or cause}"[:200]
+    if isinstance(exc, requests.Timeout | TimeoutError) or isinstance(cause, Urllib3Timeout | TimeoutError):
+        return "timeout", f"timed out: no answer within {timeout:g} s"
+    if isinstance(exc, PrometheusApiClientException):  # "HTTP Status Code 500 (b'...')"
+        return "http_error", str(exc).replace("HTTP Status Code", "HTTP", 1)[:200]
+    if isinstance(exc, requests.exceptions.RetryError):  # 502-504 again after the retry
+        return "http_error", f"HTTP error: {cause}"[:200]
+    return type(exc).__name__, f"{type(cause).__name__}: {str(cause)[:200]}"
 
 
 class Evaluator:
@@ -72,17 +100,26 @@ class Evaluator:
         self.default_url = default_url
         self.namespaces = namespaces
         self.query = query or prometheus_query(query_timeout)
+        self.query_timeout = query_timeout
         self.clock = clock
         self.tracked: dict[Key, Tracked] = {}
 
     def track(self, namespace: str, name: str, spec: dict[str, Any] | None) -> None:
-        policy = (spec or {}).get("policy") or {}
+        # The raw spec: the CRD schema keeps its types, but nothing here may trust that.
+        policy = (spec or {}).get("policy")
+        policy = policy if isinstance(policy, dict) else {}
         try:
             interval = parse_duration(policy.get("interval", "30s"))
-        except ValueError:
+        except (TypeError, ValueError):
             interval = 30.0
-        url = policy.get("prometheusUrl") or self.default_url
-        window = policy.get("window", "5m")
+        url = policy.get("prometheusUrl")
+        url = url if isinstance(url, str) and url else self.default_url
+        try:
+            # Only digits and a unit reach the queries; a resource whose window is not a valid
+            # range is refused by its checks and never evaluated.
+            window = promql_duration(policy.get("window", "5m"))
+        except (TypeError, ValueError):
+            window = "5m"
         key = (namespace, name)
         last = self.tracked[key].last if key in self.tracked else 0.0
         self.tracked[key] = Tracked(url=url, window=window, interval=interval, last=last)
@@ -101,12 +138,14 @@ class Evaluator:
             metrics.PROMETHEUS_QUERIES.inc()
             try:
                 results[signal] = parse_vector(self.query(url, promql))
-            except ValueError as exc:
+            except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not a query result
                 metrics.PROMETHEUS_ERRORS.labels("bad_answer").inc()
-                return None, f"bad answer from Prometheus at {url}: {exc}", sent
+                what = f"{type(exc).__name__}: {str(exc)[:200]}"
+                return None, f"bad answer from Prometheus at {url}: {what}", sent
             except Exception as exc:  # connection refused, timeout, HTTP 5xx: all mean "no metrics"
-                metrics.PROMETHEUS_ERRORS.labels(type(exc).__name__).inc()
-                return None, f"Prometheus at {url} unavailable: {type(exc).__name__}: {str(exc)[:200]}", sent
+                kind, cause = describe_failure(exc, self.query_timeout)
+                metrics.PROMETHEUS_ERRORS.labels(kind).inc()
+                return None, f"Prometheus at {url} unavailable: {cause}", sent
         return results, None, sent
 
     def run_cycle(self) -> CycleReport:

@@ -29,6 +29,7 @@ class OperatorOptions:
     namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
     kubeconfig: str | None = None  # None: in-cluster, else $KUBECONFIG / ~/.kube/config
     prometheus_url: str | None = None
+    prometheus_timeout: float = 10.0  # seconds per query; a query past it is an Error verdict
     log_format: str = "text"  # text | json
     verbose: bool = False
     metrics_port: int | None = 8080
@@ -117,7 +118,13 @@ def build(opts: OperatorOptions) -> tuple[kopf.OperatorRegistry, kopf.OperatorSe
     registry = kopf.OperatorRegistry()
     settings = kopf.OperatorSettings()
     reconciler = Reconciler(Kube(api), status_refresh_seconds=opts.status_refresh_seconds)
-    evaluator = Evaluator(reconciler, opts.prometheus_url, tuple(opts.namespaces)) if opts.evaluate else None
+    evaluator = (
+        Evaluator(
+            reconciler, opts.prometheus_url, tuple(opts.namespaces), query_timeout=opts.prometheus_timeout
+        )
+        if opts.evaluate
+        else None
+    )
     register(registry, reconciler, evaluator, resync_seconds=opts.resync_seconds, webhooks=opts.webhooks)
 
     cfg = api.configuration
