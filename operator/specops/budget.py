@@ -39,6 +39,10 @@ SIZE_RATIO_MAX = 14.0
 CONCURRENCY_COST_WARN = 0.10
 # vLLM defaults max_model_len to the model's own context (128K for Llama 3.1); figures assume this.
 ASSUMED_MAX_MODEL_LEN = 8192
+# Far beyond any GPU, context or model shape; past them the figures overflow floating point.
+MAX_GPU_MEMORY_GIB = 4096.0
+MAX_MODEL_LEN = 2**24
+MAX_ARCHITECTURE = {"layers": 4096, "kvHeads": 4096, "headDim": 65536}
 
 _QUANT_BYTES = {
     Quantization.FP8: 1.0,
@@ -130,8 +134,58 @@ def vram_per_gpu_gib(spec: SpeculativeInferenceSpec) -> float:
     return GPUS[res.gpu_type].memory_gib
 
 
+def _out_of_range(spec: SpeculativeInferenceSpec) -> list[Finding]:
+    """Sizes no hardware or model has: refused before any arithmetic on them."""
+    out = []
+    gib = spec.resources.gpu_memory_gib
+    if gib is not None and not gib <= MAX_GPU_MEMORY_GIB:
+        out.append(
+            error(
+                "OutOfRange",
+                "spec.resources.gpuMemoryGiB",
+                f"{gib:g} GiB is not the memory of one GPU; at most {MAX_GPU_MEMORY_GIB:g}",
+            )
+        )
+    max_len = spec.target.max_model_len
+    if max_len is not None and max_len > MAX_MODEL_LEN:
+        out.append(
+            error("OutOfRange", f"{F_TARGET}.maxModelLen", f"{max_len} tokens: at most {MAX_MODEL_LEN}")
+        )
+    draft = spec.speculation.draft
+    archs = ((F_TARGET, spec.target.architecture), (F_DRAFT, draft.architecture if draft else None))
+    for where, arch in archs:
+        if arch is None:
+            continue
+        values = {"layers": arch.layers, "kvHeads": arch.kv_heads, "headDim": arch.head_dim}
+        for key, value in values.items():
+            if value > MAX_ARCHITECTURE[key]:
+                out.append(
+                    error(
+                        "OutOfRange",
+                        f"{where}.architecture.{key}",
+                        f"{value} is beyond any model; at most {MAX_ARCHITECTURE[key]}",
+                    )
+                )
+    return out
+
+
 def plan_budget(spec: SpeculativeInferenceSpec) -> BudgetPlan:
     """Memory plan and pairing checks for one replica of ``spec``."""
+    out_of_range = _out_of_range(spec)
+    if out_of_range:
+        return BudgetPlan(
+            findings=tuple(out_of_range),
+            vram_gib=None,
+            target_weights_gib=None,
+            draft_weights_gib=None,
+            kv_cache_gib=None,
+            kv_cache_gib_without_draft=None,
+            draft_share_of_vram=None,
+            size_ratio=None,
+            max_concurrent_sequences=None,
+            max_concurrent_sequences_without_draft=None,
+            max_model_len=spec.target.max_model_len or ASSUMED_MAX_MODEL_LEN,
+        )
     findings: list[Finding] = []
     target_spec = spec.target
     spec_cfg = spec.speculation

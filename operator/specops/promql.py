@@ -4,7 +4,8 @@ Queries group by ``namespace``, ``specops_name`` and ``specops_pool`` (the label
 PodMonitor gives vLLM's series) and never name a resource: the operator picks each resource's rows
 out of the answer.  So the number of queries per evaluation does not grow with the number of
 resources, and nothing a user controls (model names, resource names) is ever spliced into a query.
-The one exception, the namespace list of a namespaced install, goes through ``escape_regex``.
+The exceptions: the namespace list of a namespaced install goes through ``escape_regex``, and a
+resource's rate window is rebuilt from its parsed value (``promql_duration``).
 
 Acceptance is rate(accepted) / rate(draft) from vLLM's counters (the V1 engine has no acceptance
 gauge); pods of the V0 engine (vLLM before 0.10) export a gauge instead, which is preferred for
@@ -19,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+
+from specops.api.v1alpha1 import parse_duration
 
 GROUP_LABELS = ("namespace", "specops_name", "specops_pool")
 _BY = ", ".join(GROUP_LABELS)
@@ -55,6 +58,24 @@ def escape_regex(value: str) -> str:
     return escape_string(_RE2_META.sub(r"\\\1", value))
 
 
+_UNITS = (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1))
+_LONGEST_MS = 100 * 365 * 86_400_000  # Prometheus durations end near 292 years
+
+
+def promql_duration(text: str) -> str:
+    """A resource's duration as a PromQL range: '1.5m' -> '90s', '1h30m' -> '90m'.
+
+    Prometheus takes neither fractions nor a zero range (either is a parse error of the whole
+    query), so the value becomes whole milliseconds in the largest unit that divides them; what
+    reaches a query is only ever digits and a unit.  Raises ValueError for anything else.
+    """
+    ms = round(parse_duration(text) * 1000)
+    if not 1 <= ms <= _LONGEST_MS:
+        raise ValueError(f"{text!r} is not a PromQL range: between 1ms and 100 years")
+    unit, size = next((u, n) for u, n in _UNITS if ms % n == 0)
+    return f"{ms // size}{unit}"
+
+
 def selector(namespaces: tuple[str, ...] = ()) -> str:
     """Series of SpecOps-managed pods, optionally limited to some namespaces."""
     parts = ['specops_name!=""']
@@ -78,7 +99,8 @@ def _quantile(q: float, metric: str, window: str, sel: str) -> str:
 
 
 def build_queries(window: str, namespaces: tuple[str, ...] = ()) -> dict[Signal, str]:
-    """Every signal's query for one rate window."""
+    """Every signal's query for one rate window (a duration; ValueError if it is not one)."""
+    window = promql_duration(window)
     sel = selector(namespaces)
     return {
         Signal.ACCEPTED: _rate("vllm:spec_decode_num_accepted_tokens_total", window, sel),

@@ -43,19 +43,28 @@ DURATION_PATTERN = _DURATION.pattern
 
 def parse_duration(value: str) -> float:
     """'1m30s' -> 90.0 seconds (the Go/metav1.Duration subset users write)."""
-    if not _DURATION.match(value):
+    if not isinstance(value, str) or not _DURATION.fullmatch(value):
         raise ValueError(f"{value!r} is not a duration; write e.g. '30s', '5m' or '1h30m'")
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
+
+
+# Far above any model (the largest are a few T): past it the figures stop being numbers.
+MAX_PARAMETERS = 10**15
 
 
 def parse_parameter_count(value: int | str) -> int:
     """'70.6B' -> 70_600_000_000; an integer is a plain count."""
     if isinstance(value, int):
-        return value
-    m = _PARAMS.match(value)
-    if not m:
-        raise ValueError(f"{value!r} is not a parameter count; write e.g. '70.6B', '500M' or 8030000000")
-    return round(float(m.group(1)) * _PARAM_SCALE[m.group(3).upper()])
+        count = value
+    else:
+        m = _PARAMS.match(value)
+        if not m:
+            raise ValueError(f"{value!r} is not a parameter count; write e.g. '70.6B', '500M' or 8030000000")
+        number = float(m.group(1)) * _PARAM_SCALE[m.group(3).upper()]
+        count = round(number) if number <= MAX_PARAMETERS else MAX_PARAMETERS + 1
+    if not 1 <= count <= MAX_PARAMETERS:
+        raise ValueError(f"{value!r}: a parameter count is between 1 and 1000T")
+    return count
 
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, json_schema_extra={"format": "duration"})]

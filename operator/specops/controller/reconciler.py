@@ -7,12 +7,14 @@ server and the mode lives in status, so a restarted operator carries on where it
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from specops.api.v1alpha1 import SpeculativeInferenceStatus
@@ -170,7 +172,24 @@ class Reconciler:
             live = self._live(kind, ns, obj_name)
             if not needs_apply(manifest, live):
                 continue
-            self.kube.apply(manifest)
+            try:
+                self.kube.apply(manifest)
+            except ApiException as exc:
+                if exc.status not in (400, 422):
+                    raise
+                # A value the checks cannot judge (deep in an affinity, or a cluster's admission
+                # policy): status and one event say so, instead of an error at every resync. The
+                # Deployments go first and share one pod template: nothing has been created.
+                ready = ("False", "ManifestRejected", f"{kind} {obj_name}: {_api_message(exc)}")
+                new = desired_status(si, report, mode, None, before, now, metrics_condition)
+                new["conditions"] = set_condition(
+                    new["conditions"], "Ready", *ready, meta.get("generation"), now
+                )
+                if _condition(old_status, "Ready").get("message") != ready[2]:
+                    self._event(body, "Warning", "SpecRejected", ready[2], out)
+                self._patch(body, new, out)
+                out.refused = True
+                return out
             metrics.WRITES.labels(kind).inc()
             out.applied.append(f"{kind}/{obj_name}")
             if live is None and not old_status.get("observedGeneration"):
@@ -236,6 +255,15 @@ class Reconciler:
             self._event(body, "Warning", "SpecRejected", message, out)
         self._patch(body, new, out)
         out.refused = True
+
+
+def _api_message(exc: ApiException) -> str:
+    """The apiserver's reason for refusing a write (its Status message), shortened."""
+    try:
+        message = str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        message = str(exc.reason)
+    return message if len(message) <= 900 else message[:897] + "..."
 
 
 def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:

@@ -1,0 +1,12 @@
+"""Prints the fuzz figures (examples, accepted and refused counts, time) after the run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.reliability import test_fuzz
+
+    if test_fuzz.STATS:
+        terminalreporter.write_line(test_fuzz.summary())

@@ -1,0 +1,249 @@
+"""Bad input, property-based: SpeculativeInference documents as users apply them, valid-ish and
+hostile (``strategies.hostile_resources``), through every path the operator takes.
+
+Each document is either refused (by the schema models, the checks or the admission review) with
+a message naming the field, or accepted, and then rendered into manifests Kubernetes accepts
+(``k8s.manifest_problems``: JSON schemas plus the apiserver's own rules) and reconciled into the
+whole set of objects.  Nothing ever raises.
+
+The example count comes from SPECOPS_FUZZ_EXAMPLES (default 250, about half a minute); the
+reliability run uses 10,000:
+
+    SPECOPS_FUZZ_EXAMPLES=10000 pytest tests/reliability/test_fuzz.py
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import time
+from collections import Counter
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+
+from specops.admission import review
+from specops.api.crd import build_crd
+from specops.controller.evaluator import Evaluator
+from specops.controller.reconciler import Reconciler
+from specops.findings import Finding
+from specops.policy import Observation, PoolMetrics
+from specops.render import OwnerRef, PoolSplit, render_all
+from specops.validation import ResourceError, check_resource, load_resource
+from tests.reliability.k8s import is_dns1123_subdomain, manifest_problems
+from tests.reliability.strategies import Hostile, hostile_resources
+
+HF_TOKEN_ENV = "HF_TOKEN"
+EXAMPLES = int(os.environ.get("SPECOPS_FUZZ_EXAMPLES", "250"))
+STATS: Counter[str] = Counter()
+_SCHEMA = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+_PART = re.compile(r"\[\d+\]|[^.\[\]]+")
+# An argument that would carry a Hugging Face token (vLLM and huggingface_hub spellings).
+_TOKEN_ARG = re.compile(r"^--(hf[-_])?token\b|HF_TOKEN=|HUGGING_FACE_HUB_TOKEN=", re.IGNORECASE)
+# A Prometheus range-selector duration (no fractions, no zero).
+_PROMQL_DURATION = re.compile(r"([1-9][0-9]*(ms|s|m|h))+")
+
+
+def parts(path: str) -> list[str]:
+    return _PART.findall(path)
+
+
+def resolves(field: str) -> bool:
+    """Does a finding's field name a place in the resource's schema (or, for an unknown field,
+    in a place that exists)?"""
+    if field in ("(document)", "apiVersion/kind"):
+        return True
+    names = parts(field)
+
+    def walk(names: list[str]) -> bool:
+        node = _SCHEMA
+        for i, part in enumerate(names):
+            if (i == 1 and names[0] == "metadata") or node.get("x-kubernetes-preserve-unknown-fields"):
+                return True
+            if "additionalProperties" in node:
+                return True
+            if part.startswith("["):
+                if node.get("type") != "array":
+                    return False
+                node = node["items"]
+                continue
+            if part not in node.get("properties", {}):
+                return False
+            node = node["properties"][part]
+        return True
+
+    return walk(names) or walk(names[:-1])
+
+
+def related(field: str, changed: list[str]) -> bool:
+    """A finding is about a change when one path contains the other (a model validator reports
+    on the object holding the field it checks), or it is a sibling inside a nested object (a field
+    set in an object that was not there leaves the object's required fields missing)."""
+    if field in ("(document)", "apiVersion/kind") or "(document)" in changed:
+        return True
+    f = parts(field)
+    for path in changed:
+        p = parts(path)
+        n = min(len(f), len(p))
+        if f[:n] == p[:n] or (len(p) >= 3 and f[: len(p) - 1] == p[:-1]):
+            return True
+    return False
+
+
+class FakeKube:
+    """The operator's Kubernetes I/O, in memory: the resource as stored, no objects yet."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.applied: list[dict[str, Any]] = []
+        self.status: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    def get_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.body)
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
+    get_service = get_pod_monitor = get_deployment
+
+    def pod_monitor_served(self) -> bool:
+        return True
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self.applied.append(manifest)
+
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any], *_: Any, **__: Any) -> None:
+        self.status.append(patch)
+        self.body["status"] = {**(self.body.get("status") or {}), **patch}
+
+    def post_event(self, resource: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+def stored(doc: Any) -> dict[str, Any] | None:
+    """The object as the apiserver would store it, or None for what it never stores (a CR's
+    name is a DNS-1123 subdomain; kind and group are fixed)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
+        return None
+    if not is_dns1123_subdomain(doc["metadata"].get("name")):
+        return None
+    body = copy.deepcopy(doc)
+    body.update(apiVersion="specops.dev/v1alpha1", kind="SpeculativeInference")
+    body["metadata"].update(namespace="fuzz", uid="0a0b0c0d", generation=1, resourceVersion="7")
+    body.pop("status", None)
+    return body
+
+
+def refusal(h: Hostile) -> tuple[str, list[Finding]]:
+    """('accepted', []) or the stage that refused and its findings.  Status is not the user's:
+    the apiserver drops it on create (the status subresource), and so does the review."""
+    doc = {k: v for k, v in h.doc.items() if k != "status"} if isinstance(h.doc, dict) else h.doc
+    try:
+        si = load_resource(doc)
+    except ResourceError as exc:
+        return "refused_schema", exc.findings
+    report = check_resource(si)
+    return ("accepted", []) if report.ok else ("refused_checks", report.errors)
+
+
+def check_refusal(h: Hostile, stage: str, findings: list[Finding], message: str) -> None:
+    assert findings, "a refusal without findings"
+    for f in findings:
+        assert f.field and f.message and f.code, f
+        assert f.field in message, f"the refusal message does not name {f.field}: {message}"
+        assert resolves(f.field), f"{f.field!r} is not a field of the resource"
+    if stage == "refused_schema" and h.changed and refusal(Hostile(h.base, h.base))[0] != "refused_schema":
+        assert any(related(f.field, h.changed) for f in findings), (
+            f"{h.describe()} refused for unrelated fields: {[f.field for f in findings]}"
+        )
+
+
+def check_manifests(h: Hostile) -> None:
+    si = load_resource({k: v for k, v in h.doc.items() if k != "status"})
+    owner = OwnerRef(name=si.metadata.name, uid="0a0b0c0d")
+    for split in (None, PoolSplit(1, 1)):
+        manifests = render_all(si, split, owner)
+        assert [m["kind"] for m in manifests] == ["Deployment", "Deployment", "Service"]
+        for m in manifests:
+            problems = manifest_problems(m, owner.as_dict())
+            assert not problems, f"{h.describe()}: {m['kind']} {m['metadata']['name']}: {problems[:5]}"
+        for dep in manifests[:2]:
+            container = dep["spec"]["template"]["spec"]["containers"][0]
+            tokens = [e for e in container.get("env", []) if e["name"] == HF_TOKEN_ENV]
+            if si.spec.hf_token_secret is None:
+                assert not tokens
+            else:
+                ref = si.spec.hf_token_secret
+                assert tokens[0] == {
+                    "name": HF_TOKEN_ENV,
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+                }
+            managed = container["args"][: len(container["args"]) - len(si.spec.vllm.extra_args)]
+            assert not [a for a in managed if _TOKEN_ARG.search(a)], managed
+
+
+def check_reconcile(h: Hostile, accepted: bool) -> None:
+    body = stored(h.doc)
+    if body is None:
+        return
+    # What the apiserver stores may differ from what was sent (kind, namespace): judge that.
+    accepted = refusal(Hostile(body, h.base))[0] == "accepted"
+    kube = FakeKube(body)
+    reconciler = Reconciler(kube, clock=lambda: "2025-01-01T00:00:00Z")  # type: ignore[arg-type]
+    out = reconciler.reconcile("fuzz", body["metadata"]["name"])
+    assert out is not None
+    kinds = [m["kind"] for m in kube.applied]
+    fits = next(c for c in kube.body["status"]["conditions"] if c["type"] == "BudgetFits")
+    if accepted:
+        assert kinds == ["Deployment", "Deployment", "Service", "PodMonitor"], kinds
+        assert not out.refused and fits["status"] == "True"
+    else:
+        assert kinds == [], f"a refused resource created {kinds}"
+        assert out.refused and fits["status"] == "False"
+        assert [e for e in kube.events if e[1] == "SpecRejected"]
+    # A policy evaluation on the same resource: no data, an outage, a clear breach.
+    slow = PoolMetrics(replicas=1, request_rate=2.0, acceptance=0.2, tpot_p50=0.02, tpot_p99=0.09)
+    for i, obs in enumerate([Observation(), Observation(error="down"), Observation(speculative=slow)]):
+        reconciler.evaluate("fuzz", body["metadata"]["name"], obs, 1.7e9 + 60 * i)
+    evaluator = Evaluator(reconciler, "http://prometheus.invalid", query=lambda url, q: [])
+    evaluator.track(
+        "fuzz", body["metadata"]["name"], body.get("spec") if isinstance(body.get("spec"), dict) else None
+    )
+    window = evaluator.tracked[("fuzz", body["metadata"]["name"])].window
+    assert _PROMQL_DURATION.fullmatch(window), f"window {window!r} would break every PromQL query"
+
+
+_STARTED = time.monotonic()
+
+
+def summary() -> str:
+    """Examples run (shrinking included), by outcome, and the time since the module loaded."""
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(STATS.items()))
+    return f"fuzz: {sum(STATS.values())} examples in {time.monotonic() - _STARTED:.0f} s: {counts}"
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    database=None if EXAMPLES > 1000 else settings.default.database,
+)
+@given(h=hostile_resources())
+def test_hostile_resources_are_refused_naming_a_field_or_deploy_valid_objects(h: Hostile) -> None:
+    stage, findings = refusal(h)
+    STATS[stage] += 1
+    accepted = stage == "accepted"
+    if isinstance(h.doc, dict):
+        verdict = review("CREATE", h.doc, None)
+        assert verdict.allowed == accepted, verdict.message
+        if not accepted:
+            check_refusal(h, stage, findings, verdict.message)
+        same_spec = h.doc.get("spec") == h.base.get("spec")
+        assert review("UPDATE", h.doc, h.base).allowed == (accepted or same_spec)
+    else:
+        check_refusal(h, stage, findings, "; ".join(map(str, findings)))
+    if accepted:
+        check_manifests(h)
+    check_reconcile(h, accepted)
