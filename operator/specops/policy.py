@@ -27,7 +27,18 @@ Rules 3 and 4 need a reference.  A baseline pool serving the same window is a tr
 and applies at any acceptance; the baseline recorded during the last Baseline period (at a similar
 per-replica load, within a factor ``REFERENCE_LOAD_TOLERANCE``) is weaker evidence and applies only
 in the break-even band (minAcceptanceRate <= acceptance < breakEvenAcceptanceRate), as DOMAIN.md
-section 3 prescribes.
+section 3 prescribes.  In that band with no usable reference SpecOps keeps speculating: starting a
+comparison would restart a pod, and the simulator shows that costs more than the regression it
+could find (docs/benchmarks.md, mixed-temperature).
+
+Probes and comparisons (Probing with a baseline pool serving): a window is lost below
+minAcceptanceRate or when the speculative pool queues, won when its P99 TPOT beats the baseline
+pool's; a window in which the baseline pool itself queues judges overload, not speculation, and
+counts as NoData (``BaselineQueueing``).  No probe starts while the baseline pool queues, nor while
+the load per replica is at or above ``PROBE_LOAD_MARGIN`` of the load at which the speculative pool
+last saturated (recorded in status): moving a replica restarts a pod and costs capacity exactly when
+there is none to spare, and a probe at that load would only saturate again.  A single-replica
+trial (no baseline pool) needs the break-even acceptance and the recorded reference's P99.
 
 Hysteresis: a transition needs ``consecutiveBreaches`` breaches (or probe losses) or
 ``consecutiveRecoveries`` probe wins in a row; the opposite verdict resets the count; no decision
@@ -44,6 +55,9 @@ from specops.api.v1alpha1 import Mode, OnMetricsUnavailable, PolicySpec, parse_d
 
 SPECULATIVE, BASELINE, PROBING = "Speculative", "Baseline", "Probing"
 REFERENCE_LOAD_TOLERANCE = 1.5
+# After speculation saturated at some load per replica, probes wait until the load is below this
+# share of it: a probe at that load would saturate its replica again and cost a pod restart twice.
+PROBE_LOAD_MARGIN = 0.8
 HISTORY_LIMIT = 20
 
 
@@ -127,6 +141,8 @@ class PolicyState:
     recoveries: int = 0
     errors: int = 0
     reference: Reference | None = None
+    # Requests/s per replica at which the speculative pool last saturated (None: never seen).
+    saturation_rate: float | None = None
     history: tuple[Transition, ...] = field(default_factory=tuple)
 
 
@@ -252,11 +268,21 @@ def assess(policy: PolicySpec, state: PolicyState, obs: Observation) -> Assessme
                 Verdict.BREACH, "ProbeLost", f"{queued:.1f} requests waiting per speculative replica"
             )
         if base is not None and ab:
-            if acc < policy.break_even_acceptance_rate:
+            # A true A/B comparison: below minAcceptanceRate speculation is net negative; above
+            # it (the break-even band included, DOMAIN.md section 3) P99 under the same load decides.
+            if acc < policy.min_acceptance_rate:
                 return Assessment(
                     Verdict.BREACH,
                     "ProbeLost",
-                    f"acceptance {acc:.2f} below break-even {policy.break_even_acceptance_rate:.2f}",
+                    f"acceptance {acc:.2f} below {policy.min_acceptance_rate:.2f}",
+                )
+            base_queued = _saturated(policy, base)
+            if base_queued is not None:
+                return Assessment(
+                    Verdict.NO_DATA,
+                    "BaselineQueueing",
+                    f"{base_queued:.1f} requests waiting per baseline replica: an overloaded service "
+                    "says nothing about speculation",
                 )
             if not (_num(spec.tpot_p99) and _num(base.tpot_p99)):
                 return Assessment(Verdict.NO_DATA, "InsufficientTraffic", "no TPOT data for one of the pools")
@@ -343,6 +369,16 @@ def _record_reference(
     return replace(state, reference=Reference(base.tpot_p50, base.tpot_p99, rate, now))
 
 
+def _record_saturation(state: PolicyState, spec: PoolMetrics | None, policy: PolicySpec) -> PolicyState:
+    """Remember the load per replica at which the speculative pool queued (when it did)."""
+    if spec is None or _saturated(policy, spec) is None:
+        return state
+    rate = spec.rate_per_replica
+    if not _num(rate) or rate is None or rate <= 0:
+        return state
+    return replace(state, saturation_rate=rate)
+
+
 def decide(policy: PolicySpec, state: PolicyState, obs: Observation, now: float) -> Decision:
     """The next policy state.  Pure: the same inputs give the same decision, before or after a
     restart of the operator."""
@@ -394,9 +430,19 @@ def decide(policy: PolicySpec, state: PolicyState, obs: Observation, now: float)
     if state.mode in (BASELINE, PROBING):
         state = _record_reference(state, obs.baseline, policy, now)
 
+    cooldown = parse_duration(policy.cooldown)
     if state.mode == BASELINE:
-        cooled = now - state.mode_since >= parse_duration(policy.cooldown)
-        if cooled and assessment.verdict is Verdict.HEALTHY:
+        cooled = now - state.mode_since >= cooldown
+        # No probe while the baseline itself queues: moving a replica costs capacity (a pod
+        # restart) exactly when there is none to spare, and the comparison would judge overload.
+        queueing = obs.baseline is not None and _saturated(policy, obs.baseline) is not None
+        rate = obs.baseline.rate_per_replica if obs.baseline is not None else None
+        busy = (
+            state.saturation_rate is not None
+            and _num(rate)
+            and (rate or 0.0) >= PROBE_LOAD_MARGIN * state.saturation_rate
+        )
+        if cooled and assessment.verdict is Verdict.HEALTHY and not queueing and not busy:
             state, transition = _transition(
                 state,
                 PROBING,
@@ -431,6 +477,7 @@ def decide(policy: PolicySpec, state: PolicyState, obs: Observation, now: float)
                     f"{state.breaches} losing evaluations: {assessment.message}",
                     now,
                 )
+                state = _record_saturation(state, obs.speculative, policy)
         if transition is None and now - state.mode_since >= parse_duration(policy.probe.duration):
             state, transition = _transition(
                 state,
@@ -452,6 +499,7 @@ def decide(policy: PolicySpec, state: PolicyState, obs: Observation, now: float)
                 f"{state.breaches} breaches in a row: {assessment.message}",
                 now,
             )
+            state = _record_saturation(state, obs.speculative, policy)
     else:
         state = replace(state, breaches=0)
     return Decision(state, assessment, transition, metrics)

@@ -359,8 +359,16 @@ def policy_state_from_status(status: Mapping[str, Any] | None) -> PolicyState:
         recoveries=int(counters.get("recoveries", 0)),
         errors=int(counters.get("errors", 0)),
         reference=reference,
+        saturation_rate=_float_or_none(status.get("saturationRequestsPerReplica")),
         history=history,
     )
+
+
+def _float_or_none(x: Any) -> float | None:
+    try:
+        return None if x is None else float(x)
+    except (TypeError, ValueError):
+        return None
 
 
 def policy_status_fields(state: PolicyState) -> dict[str, Any]:
@@ -388,6 +396,8 @@ def policy_status_fields(state: PolicyState) -> dict[str, Any]:
             "requestsPerReplica": round(r.rate_per_replica, 4),
             "recordedAt": rfc3339(r.at),
         }
+    if state.saturation_rate is not None:
+        out["saturationRequestsPerReplica"] = round(state.saturation_rate, 4)
     return out
 
 

@@ -72,8 +72,18 @@ DOWN = Observation(error="connection refused")
          Verdict.HEALTHY, "ProbeWon"),
         (PROBING, Observation(speculative=pool(replicas=1, tpot_p99=0.04), baseline=pool(acceptance=None)),
          Verdict.BREACH, "ProbeLost"),
+        # The break-even band: P99 against the baseline pool decides, both ways.
         (PROBING, Observation(speculative=pool(replicas=1, acceptance=0.6, tpot_p99=0.02),
+                              baseline=pool(acceptance=None)), Verdict.HEALTHY, "ProbeWon"),
+        (PROBING, Observation(speculative=pool(replicas=1, acceptance=0.6, tpot_p99=0.04),
                               baseline=pool(acceptance=None)), Verdict.BREACH, "ProbeLost"),
+        (PROBING, Observation(speculative=pool(replicas=1, acceptance=0.45, tpot_p99=0.02),
+                              baseline=pool(acceptance=None)), Verdict.BREACH, "ProbeLost"),
+        # A queueing baseline judges overload, not speculation.
+        (PROBING, Observation(speculative=pool(replicas=1, tpot_p99=0.02),
+                              baseline=pool(acceptance=None, waiting=5.0)), Verdict.NO_DATA, "BaselineQueueing"),
+        # The break-even band with nothing to compare with: no evidence of harm.
+        (SPECULATIVE, Observation(speculative=pool(acceptance=0.6)), Verdict.HEALTHY, "Healthy"),
     ],
 )  # fmt: skip
 def test_assess(mode: str, obs: Observation, verdict: Verdict, reason: str) -> None:
@@ -197,6 +207,16 @@ def test_fall_back_then_probe_then_re_enable() -> None:
     assert [t.reason for t in state.history] == ["AcceptanceBelowThreshold", "ProbeStarted", "ProbeWon"]
 
 
+def test_no_probe_while_the_baseline_queues() -> None:
+    queueing = Observation(baseline=pool(acceptance=None, waiting=5.0))
+    calm = Observation(baseline=pool(acceptance=None))
+    state = PolicyState(mode=BASELINE, mode_since=0)
+    state, reasons = run(state, [queueing] * 10, start=700)  # cooldown (10 min) long over
+    assert reasons == [] and state.mode == BASELINE
+    _, reasons = run(state, [calm], start=1000)
+    assert reasons == ["Baseline->Probing:ProbeStarted"]
+
+
 def test_probe_loss_and_timeout() -> None:
     loss = Observation(speculative=pool(replicas=1, tpot_p99=0.05), baseline=pool(acceptance=None))
     _, reasons = run(PolicyState(mode=PROBING, mode_since=1000), [loss] * 3, start=1400)
@@ -315,3 +335,20 @@ def test_non_finite_values_are_no_value_never_a_breach(bad: float) -> None:
     assert (d.assessment.verdict, d.assessment.reason) == (Verdict.NO_DATA, "NoSeries")
     assert d.metrics_available[:2] == ("True", "NoSeries")
     assert (d.state.breaches, d.state.errors, d.transition) == (0, 0, None)
+
+
+def test_no_probe_at_the_load_where_speculation_saturated() -> None:
+    # Saturated at 6 req/s per replica: the fallback records it (and the status keeps it).
+    saturated = Observation(speculative=pool(waiting=6.0, request_rate=12.0))
+    state, reasons = run(PolicyState(mode=SPECULATIVE), [saturated] * 3)
+    assert reasons == ["Speculative->Baseline:LoadSaturation"]
+    assert state.saturation_rate == 6.0
+    assert policy_state_from_status(policy_status_fields(state)).saturation_rate == 6.0
+    # After the cooldown, still at 5 req/s per replica (>= 80% of 6): no probe.
+    busy = Observation(baseline=pool(acceptance=None, request_rate=10.0))
+    state, reasons = run(state, [busy] * 5, start=state.mode_since + 700)
+    assert reasons == [] and state.mode == BASELINE
+    # Load down to 4 req/s per replica: the probe starts.
+    calm = Observation(baseline=pool(acceptance=None, request_rate=8.0))
+    _, reasons = run(state, [calm], start=state.mode_since + 900)
+    assert reasons == ["Baseline->Probing:ProbeStarted"]

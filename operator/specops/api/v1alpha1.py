@@ -631,6 +631,11 @@ class SpeculativeInferenceStatus(_StatusModel):
     baseline_reference: BaselineReference | None = Field(
         default=None, description="Recorded baseline latency, the reference while no baseline pool runs."
     )
+    saturation_requests_per_replica: float | None = Field(
+        default=None,
+        description="Requests/s per replica at which the speculative pool last saturated; probes wait "
+        "until the load is below 80% of it.",
+    )
     verdict_reason: str | None = Field(default=None, description="Reason of the latest verdict.")
     verdict_message: str | None = Field(default=None, description="Evidence of the latest verdict.")
     decisions: list[Decision] = Field(default_factory=list, description="Last 20 decisions, newest last.")
