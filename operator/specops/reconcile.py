@@ -6,6 +6,7 @@ they say changed: a reconcile that finds everything in place makes no write requ
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,23 +50,74 @@ def _same_scalar(want: Any, have: Any) -> bool:
     return False
 
 
-def contains(want: Any, have: Any) -> bool:
+def contains(want: Any, have: Any, owned: Mapping[str, Any] | None = None) -> bool:
     """Does the live object ``have`` hold every field of ``want`` with the same value?
 
     Fields the server adds (defaults, status, other managers' fields) are ignored; lists must match
-    element by element, since SpecOps owns whole lists (args, env, volumes).
+    element by element, since SpecOps owns whole lists (args, env, volumes).  Except keyed lists
+    (containers, env, volumes, ports) when ``owned``, SpecOps's own managed fields (``fieldsV1``),
+    names their elements: an element another field manager added is that manager's, server-side
+    apply keeps it, and it is not drift (else every reconcile would re-apply, forever).  An element
+    SpecOps set once and no longer wants is.
     """
     if isinstance(want, Mapping):
         return isinstance(have, Mapping) and all(
-            contains(v, have[k]) if k in have else _is_zero(v) for k, v in want.items()
+            contains(v, have[k], _sub(owned, f"f:{k}")) if k in have else _is_zero(v) for k, v in want.items()
         )
     if isinstance(want, list):
-        return (
-            isinstance(have, list)
-            and len(want) == len(have)
-            and all(contains(w, h) for w, h in zip(want, have, strict=True))
-        )
+        if not isinstance(have, list):
+            return False
+        keyed = _owned_elements(owned)
+        if keyed:
+            return _contains_keyed(want, have, keyed)
+        return len(want) == len(have) and all(contains(w, h) for w, h in zip(want, have, strict=True))
     return _same_scalar(want, have)
+
+
+def _sub(owned: Mapping[str, Any] | None, key: str) -> Mapping[str, Any] | None:
+    sub = owned.get(key) if owned else None
+    return sub if isinstance(sub, Mapping) else None
+
+
+def _owned_elements(owned: Mapping[str, Any] | None) -> list[tuple[dict[str, Any], Mapping[str, Any]]]:
+    """Keyed elements of a list in a fieldsV1 tree: ``k:{"name":"HF_HOME"}`` -> ({"name": ...}, subtree)."""
+    out = []
+    for key, sub in (owned or {}).items():
+        if key.startswith("k:"):
+            try:
+                element_key = json.loads(key[2:])
+            except ValueError:
+                return []
+            if not isinstance(element_key, dict) or not element_key:
+                return []
+            out.append((element_key, sub if isinstance(sub, Mapping) else {}))
+    return out
+
+
+def _contains_keyed(
+    want: list[Any], have: list[Any], keyed: list[tuple[dict[str, Any], Mapping[str, Any]]]
+) -> bool:
+    fields = {f for element_key, _ in keyed for f in element_key}
+
+    def key_of(item: Any) -> dict[str, Any]:
+        return {f: item[f] for f in fields if f in item} if isinstance(item, Mapping) else {}
+
+    matched: set[int] = set()
+    for w in want:
+        wk = key_of(w)
+        index = next(
+            (i for i, h in enumerate(have)
+             if wk and all(f in key_of(h) and _same_scalar(v, key_of(h)[f]) for f, v in wk.items())),
+            None,
+        )  # fmt: skip
+        if index is None:
+            return False
+        matched.add(index)
+        sub = next((s for k, s in keyed if k == key_of(have[index])), None)
+        if not contains(w, have[index], sub):
+            return False
+    # Unmatched live elements are fine when another manager owns them, drift when SpecOps does.
+    return all(i in matched or key_of(h) not in [k for k, _ in keyed] for i, h in enumerate(have))
 
 
 def _is_zero(value: Any) -> bool:
@@ -73,15 +125,22 @@ def _is_zero(value: Any) -> bool:
     return value is False or value == 0 or value in ("", [], {})
 
 
-def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
-    """Apply when the object is missing or anything SpecOps sets has drifted."""
+def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None, manager: str = "specops") -> bool:
+    """Apply when the object is missing or anything SpecOps (field manager ``manager``) sets has
+    drifted; what other field managers added beside it is theirs."""
     if live is None:
         return True
     fields = {k: v for k, v in desired.items() if k in ("metadata", "spec")}
     meta = dict(fields.get("metadata", {}))
     meta.pop("namespace", None)
     fields["metadata"] = meta
-    return not contains(fields, {"metadata": live.get("metadata", {}), "spec": live.get("spec", {})})
+    live_meta = live.get("metadata", {})
+    owned = next(
+        (m.get("fieldsV1") for m in live_meta.get("managedFields") or []
+         if m.get("manager") == manager and m.get("operation") == "Apply" and not m.get("subresource")),
+        None,
+    )  # fmt: skip
+    return not contains(fields, {"metadata": live_meta, "spec": live.get("spec", {})}, owned)
 
 
 def current_mode(si: SpeculativeInference) -> str:
@@ -109,7 +168,9 @@ def split_for_mode(mode: str, replicas: int, probe_replicas: int) -> PoolSplit:
     return PoolSplit(speculative=replicas, baseline=0)
 
 
-def rollout_step(target: PoolSplit, applied: PoolSplit | None, growing_ready: int) -> PoolSplit:
+def rollout_step(
+    target: PoolSplit, applied: PoolSplit | None, growing_ready: int, recorded_total: int | None = None
+) -> PoolSplit:
     """The split to apply now on the way to ``target`` (the GPU-aware rollout rule).
 
     GPUs are scarce: the pools together never ask for more pods than ``spec.replicas``, and a mode
@@ -117,16 +178,32 @@ def rollout_step(target: PoolSplit, applied: PoolSplit | None, growing_ready: in
     once the growing pool is fully ready.  The shrinking pool keeps serving meanwhile, so with two
     or more replicas a switch never leaves the service without a ready pod (with one replica a gap
     is unavoidable within the budget).  A first deployment or a change of ``spec.replicas`` goes
-    straight to the target.
+    straight to the target.  Pools whose total is off although the split last recorded in status
+    (``recorded_total``) had the target's total were cut short between the two Deployments of one
+    step (the operator was stopped there): that step is finished first.
     """
-    if applied is None or applied.total != target.total or applied == target:
+    if applied is None or applied == target:
         return target
+    if applied.total != target.total:
+        return target if recorded_total != target.total else _finish_step(applied, target)
     growing = applied.speculative if target.speculative > applied.speculative else applied.baseline
     if growing_ready < growing:
         return applied  # the previous step is still starting
     if target.speculative > applied.speculative:
         return PoolSplit(applied.speculative + 1, applied.baseline - 1)
     return PoolSplit(applied.speculative - 1, applied.baseline + 1)
+
+
+def _finish_step(applied: PoolSplit, target: PoolSplit) -> PoolSplit:
+    """The pools back at the target's total, moving only a pool that is on its way to its target."""
+    spec, base = applied.speculative, applied.baseline
+    missing = target.total - applied.total
+    if missing > 0:  # the shrinking pool was resized, the growing one not yet
+        to_base = min(missing, max(0, target.baseline - base))
+        return PoolSplit(spec + missing - to_base, base + to_base)
+    extra = -missing  # the growing pool was resized, the shrinking one not yet
+    from_spec = min(extra, max(0, spec - target.speculative))
+    return PoolSplit(spec - from_spec, base - (extra - from_spec))
 
 
 # ------------------------------------------------------------------------------------- status

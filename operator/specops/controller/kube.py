@@ -88,10 +88,19 @@ class Kube:
             force_conflicts=True,
         )
 
-    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, field_manager=FIELD_MANAGER
+    def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> str | None:
+        """A merge patch of status; with ``resource_version``, only onto that version of the
+        resource (else 409 Conflict: someone wrote it since it was read).  The new version."""
+        body: dict[str, Any] = {"status": patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        resp = self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, body, field_manager=FIELD_MANAGER
         )
+        rv = (resp.get("metadata") or {}).get("resourceVersion") if isinstance(resp, dict) else None
+        return str(rv) if rv else None
 
     def post_event(self, resource: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the resource; failures are logged, never raised (events are best effort)."""

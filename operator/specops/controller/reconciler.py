@@ -12,14 +12,14 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from specops.api.v1alpha1 import SpeculativeInferenceStatus
 from specops.controller import metrics
-from specops.controller.kube import Kube, now_rfc3339
+from specops.controller.kube import FIELD_MANAGER, Kube, now_rfc3339
 from specops.policy import BASELINE, Decision, Observation, decide
 from specops.reconcile import (
     applied_split,
@@ -42,6 +42,9 @@ from specops.render import OwnerRef, Pool, pool_name, render_all, render_pod_mon
 from specops.validation import ResourceError, check_resource, load_resource
 
 log = logging.getLogger("specops.reconciler")
+T = TypeVar("T")
+# Fresh reads after a 409 before a reconcile gives up (the next trigger or resync tries again).
+CONFLICT_ATTEMPTS = 5
 
 
 @dataclass
@@ -67,25 +70,49 @@ class Reconciler:
         self.status_refresh_seconds = status_refresh_seconds
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
+        self._attempts = threading.local()  # events posted by earlier attempts of this reconcile
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
+    def _on_fresh_read(self, namespace: str, name: str, step: Callable[[dict[str, Any]], T]) -> T | None:
+        """``step`` on the resource as read now; None when it no longer exists.
+
+        Status is patched only onto the version it was computed from, so a concurrent writer's
+        update (another operator instance, a person, the scale subresource) is never overwritten:
+        the patch fails with 409 and ``step`` runs again on a fresh read.
+        """
+        self._attempts.posted = set()
+        try:
+            for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+                body = self.kube.get_resource(namespace, name)
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    return None
+                try:
+                    return step(body)
+                except ApiException as exc:
+                    if exc.status != 409 or attempt == CONFLICT_ATTEMPTS:
+                        raise
+                    log.info("%s/%s changed while being reconciled (%s); again on a fresh read",
+                             namespace, name, exc.reason)  # fmt: skip
+            return None  # not reached
+        finally:
+            self._attempts.posted = None
+
     def reconcile(self, namespace: str, name: str) -> Outcome | None:
         """Bring one resource's objects and status in line; None when it no longer exists."""
         with self._lock(namespace, name):
-            body = self.kube.get_resource(namespace, name)
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                return None
-            return self._reconcile(body)
+            return self._on_fresh_read(namespace, name, self._reconcile)
 
     def evaluate(self, namespace: str, name: str, obs: Observation, now: float) -> Decision | None:
-        """One policy evaluation: decide, then reconcile with the decision, in one status write."""
-        with self._lock(namespace, name):
-            body = self.kube.get_resource(namespace, name)
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                return None
+        """One policy evaluation: decide, then reconcile with the decision.
+
+        A mode switch is stored (status, then its Event) before any pool moves: an operator killed
+        in between resumes the switch on restart instead of undoing a step no status records.
+        """
+
+        def step(body: dict[str, Any]) -> tuple[dict[str, Any], Decision] | None:
             try:
                 si = load_resource(_strip_status(body))
             except ResourceError:
@@ -102,21 +129,39 @@ class Reconciler:
                 "verdictReason": a.reason,
                 "verdictMessage": a.message,
             }
-            fields = keep_figures_fresh_enough(old_status, fields, now, self.status_refresh_seconds)
-            out = self._reconcile(
-                body, policy_fields=prune_empty(fields), metrics_condition=decision.metrics_available
+            fields = prune_empty(
+                keep_figures_fresh_enough(old_status, fields, now, self.status_refresh_seconds)
             )
+            out = Outcome()
             if decision.transition is not None:
+                meta = body["metadata"]
+                rv = self.kube.patch_status(
+                    namespace, name, status_changes(old_status, fields), meta.get("resourceVersion")
+                )
+                metrics.WRITES.labels("status").inc()
                 t = decision.transition
                 kind = "Warning" if t.to_mode == BASELINE and t.reason != "ManualOverride" else "Normal"
                 self._event(body, kind, t.reason, f"{t.from_mode} -> {t.to_mode}: {t.message}", out)
                 metrics.DECISIONS.labels(t.reason, t.from_mode, t.to_mode).inc()
+                body = {
+                    **body,
+                    "metadata": {**meta, "resourceVersion": rv},
+                    "status": {**old_status, **fields},
+                }
+            self._reconcile(body, policy_fields=fields, metrics_condition=decision.metrics_available)
             if (
                 decision.metrics_available[0] == "False"
                 and _condition(old_status, "MetricsAvailable").get("status") != "False"
             ):
                 self._event(body, "Warning", "MetricsUnavailable", decision.metrics_available[2], out)
-            metrics.EVALUATIONS.labels(a.verdict.value).inc()
+            return body, decision
+
+        with self._lock(namespace, name):
+            done = self._on_fresh_read(namespace, name, step)
+            if done is None:
+                return None
+            decision = done[1]
+            metrics.EVALUATIONS.labels(decision.assessment.verdict.value).inc()
             metrics.set_mode(namespace, name, decision.state.mode)
             return decision
 
@@ -156,13 +201,18 @@ class Reconciler:
             if applied is not None and target.speculative > applied.speculative
             else Pool.BASELINE
         )
-        split = rollout_step(target, applied, before[growing].ready)
+        old_pools = old_status.get("pools") or {}
+        recorded = [(old_pools.get(p) or {}).get("replicas") for p in ("speculative", "baseline")]
+        recorded_total = sum(recorded) if all(isinstance(r, int) for r in recorded) else None
+        split = rollout_step(target, applied, before[growing].ready, recorded_total)
         owner = OwnerRef(name=name, uid=meta["uid"])
         manifests = render_all(si, split, owner)
+        if growing is Pool.SPECULATIVE:
+            # The shrinking pool first: stopped in between, the pools still fit spec.replicas.
+            manifests[0], manifests[1] = manifests[1], manifests[0]
         if self.kube.pod_monitor_served():
             manifests.append(render_pod_monitor(si, owner))
         generation_changed = old_status.get("observedGeneration") != meta.get("generation")
-        old_pools = old_status.get("pools") or {}
         split_changed = bool(old_pools) and (
             (old_pools.get("speculative") or {}).get("replicas") != split.speculative
             or (old_pools.get("baseline") or {}).get("replicas") != split.baseline
@@ -170,7 +220,7 @@ class Reconciler:
         for manifest in manifests:
             kind, obj_name = manifest["kind"], manifest["metadata"]["name"]
             live = self._live(kind, ns, obj_name)
-            if not needs_apply(manifest, live):
+            if not needs_apply(manifest, live, FIELD_MANAGER):
                 continue
             try:
                 self.kube.apply(manifest)
@@ -233,11 +283,16 @@ class Reconciler:
         patch = status_changes(body.get("status"), new)
         if patch:
             meta = body["metadata"]
-            self.kube.patch_status(meta["namespace"], meta["name"], patch)
+            self.kube.patch_status(meta["namespace"], meta["name"], patch, meta.get("resourceVersion"))
             metrics.WRITES.labels("status").inc()
             out.status_patched = sorted(patch)
 
     def _event(self, body: dict[str, Any], type_: str, reason: str, message: str, out: Outcome) -> None:
+        posted: set[tuple[str, str]] | None = getattr(self._attempts, "posted", None)
+        if posted is not None:
+            if (reason, message) in posted:
+                return  # an earlier attempt, undone by a conflict, posted it already
+            posted.add((reason, message))
         self.kube.post_event(body, type_, reason, message)
         out.events.append(reason)
         log.info("%s/%s %s: %s", body["metadata"]["namespace"], body["metadata"]["name"], reason, message)
