@@ -193,26 +193,7 @@ class LocalControlPlane:
         state.pids["etcd"] = etcd.pid
         self.state = state
         self._save()
-        apiserver = _start(
-            [
-                str(bins["kube-apiserver"]),
-                f"--etcd-servers=http://127.0.0.1:{state.etcd_port}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-                f"--secure-port={state.api_port}", "--insecure-port=0",
-                f"--cert-dir={pki}", f"--token-auth-file={pki / 'tokens.csv'}",
-                "--authorization-mode=RBAC",
-                "--service-account-issuer=https://kubernetes.default.svc",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-cluster-ip-range=10.96.0.0/16",
-                "--disable-admission-plugins=ServiceAccount",
-                "--enable-priority-and-fairness=false",
-                f"--audit-policy-file={run / 'audit-policy.yaml'}",
-                f"--audit-log-path={state.audit_log}", "--audit-log-format=json",
-                "--logtostderr=true", "--v=1",
-            ],
-            run / "apiserver.log",
-        )  # fmt: skip
+        apiserver = _start(self._apiserver_command(bins["kube-apiserver"]), run / "apiserver.log")
         state.pids["kube-apiserver"] = apiserver.pid
         self._save()
         self._wait_ready(timeout, apiserver)
@@ -233,6 +214,44 @@ class LocalControlPlane:
             state.pids["kube-controller-manager"] = kcm.pid
             self._save()
         return state
+
+    def _apiserver_command(self, binary: Path) -> list[str]:
+        assert self.state is not None
+        state, run = self.state, self.run_dir
+        pki = run / "pki"
+        return [
+            str(binary),
+            f"--etcd-servers=http://127.0.0.1:{state.etcd_port}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={state.api_port}", "--insecure-port=0",
+            f"--cert-dir={pki}", f"--token-auth-file={pki / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--disable-admission-plugins=ServiceAccount",
+            "--enable-priority-and-fairness=false",
+            f"--audit-policy-file={run / 'audit-policy.yaml'}",
+            f"--audit-log-path={state.audit_log}", "--audit-log-format=json",
+            "--logtostderr=true", "--v=1",
+        ]  # fmt: skip
+
+    def restart_apiserver(self, hard: bool = False, down_seconds: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop kube-apiserver (SIGTERM, or SIGKILL when ``hard``) and start it again on the same
+        port, certificates, tokens and etcd: clients see connections drop, then the same server."""
+        assert self.state is not None
+        pid = self.state.pids["kube-apiserver"]
+        if hard:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        stop_pid(pid)
+        time.sleep(down_seconds)
+        binary = self.binaries()["kube-apiserver"]
+        proc = _start(self._apiserver_command(binary), self.run_dir / "apiserver.log")
+        self.state.pids["kube-apiserver"] = proc.pid
+        self._save()
+        self._wait_ready(timeout, proc)
 
     def _save(self) -> None:
         assert self.state is not None

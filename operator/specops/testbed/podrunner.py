@@ -338,7 +338,11 @@ class PodRunner:
         healthy = self._healthy(pod)
         if healthy != pod.ready:
             pod.ready = healthy
-            self._write_status(pod)
+            try:
+                self._write_status(pod)
+            except Exception:
+                pod.ready = not healthy  # not written (API server down?): again next round
+                raise
             if self.prometheus is not None:
                 if healthy:
                     self.prometheus.set_target(pod.key, f"{pod.ip}:{pod.port}", self.target_labels(pod))
