@@ -72,12 +72,8 @@ DOWN = Observation(error="connection refused")
          Verdict.HEALTHY, "ProbeWon"),
         (PROBING, Observation(speculative=pool(replicas=1, tpot_p99=0.04), baseline=pool(acceptance=None)),
          Verdict.BREACH, "ProbeLost"),
-        # The break-even band: P99 against the baseline pool decides, both ways.
+        # Re-enabling needs the break-even acceptance, whatever the latency (hysteresis).
         (PROBING, Observation(speculative=pool(replicas=1, acceptance=0.6, tpot_p99=0.02),
-                              baseline=pool(acceptance=None)), Verdict.HEALTHY, "ProbeWon"),
-        (PROBING, Observation(speculative=pool(replicas=1, acceptance=0.6, tpot_p99=0.04),
-                              baseline=pool(acceptance=None)), Verdict.BREACH, "ProbeLost"),
-        (PROBING, Observation(speculative=pool(replicas=1, acceptance=0.45, tpot_p99=0.02),
                               baseline=pool(acceptance=None)), Verdict.BREACH, "ProbeLost"),
         # A queueing baseline judges overload, not speculation.
         (PROBING, Observation(speculative=pool(replicas=1, tpot_p99=0.02),
