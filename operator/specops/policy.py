@@ -32,12 +32,15 @@ comparison would restart a pod, and the simulator shows that costs more than the
 could find (docs/benchmarks.md, mixed-temperature).
 
 Probes (Probing with a baseline pool serving): a window is lost below the break-even acceptance or
-when the speculative pool queues, won when its P99 TPOT beats the baseline pool's; a window in which the baseline pool itself queues judges overload, not speculation, and
-counts as NoData (``BaselineQueueing``).  No probe starts while the baseline pool queues, nor while
-the load per replica is at or above ``PROBE_LOAD_MARGIN`` of the load at which the speculative pool
-last saturated (recorded in status): moving a replica restarts a pod and costs capacity exactly when
-there is none to spare, and a probe at that load would only saturate again.  A single-replica
-trial (no baseline pool) needs the break-even acceptance and the recorded reference's P99.
+when the speculative pool queues, won when its P99 TPOT beats the baseline pool's; a window in
+which the baseline pool itself queues judges overload, not speculation, and counts as NoData
+(``BaselineQueueing``).  No probe starts while the baseline pool queues, nor while the load per
+replica is at or above ``PROBE_LOAD_MARGIN`` of the load at which the speculative pool last
+saturated (recorded in status): moving a replica restarts a pod and costs capacity exactly when
+there is none to spare, and a probe at that load would only saturate again.  Each probe lost in a
+row doubles the next cooldown (up to x8), so a workload that stays unfit for speculation is not
+probed every few minutes.  A single-replica trial (no baseline pool) needs the break-even
+acceptance and the recorded reference's P99.
 
 Hysteresis: a transition needs ``consecutiveBreaches`` breaches (or probe losses) or
 ``consecutiveRecoveries`` probe wins in a row; the opposite verdict resets the count; no decision
@@ -57,6 +60,8 @@ REFERENCE_LOAD_TOLERANCE = 1.5
 # After speculation saturated at some load per replica, probes wait until the load is below this
 # share of it: a probe at that load would saturate its replica again and cost a pod restart twice.
 PROBE_LOAD_MARGIN = 0.8
+# Each probe lost in a row doubles the next cooldown, up to this many times (x8).
+PROBE_BACKOFF_DOUBLINGS = 3
 HISTORY_LIMIT = 20
 
 
@@ -142,6 +147,7 @@ class PolicyState:
     reference: Reference | None = None
     # Requests/s per replica at which the speculative pool last saturated (None: never seen).
     saturation_rate: float | None = None
+    lost_probes: int = 0  # probes lost in a row since the last fallback
     history: tuple[Transition, ...] = field(default_factory=tuple)
 
 
@@ -353,8 +359,22 @@ def _transition(
 ) -> tuple[PolicyState, Transition]:
     t = Transition(now, state.mode, to, reason, message)
     history = (*state.history, t)[-HISTORY_LIMIT:]
-    new = replace(state, mode=to, mode_since=now, breaches=0, recoveries=0, history=history)
+    # Lost probes in a row since the last fallback: each doubles the next cooldown.
+    lost = (
+        state.lost_probes + 1
+        if reason == "ProbeLost"
+        else 0
+        if SPECULATIVE in (to, state.mode)
+        else state.lost_probes
+    )
+    new = replace(state, mode=to, mode_since=now, breaches=0, recoveries=0, lost_probes=lost, history=history)
     return new, t
+
+
+def probe_cooldown(policy: PolicySpec, state: PolicyState) -> float:
+    """Seconds in Baseline before the next probe: ``cooldown``, doubled for each probe lost in a
+    row since the last fallback (at most ``PROBE_BACKOFF_DOUBLINGS`` times)."""
+    return parse_duration(policy.cooldown) * 2 ** min(state.lost_probes, PROBE_BACKOFF_DOUBLINGS)
 
 
 def _record_reference(
@@ -367,6 +387,13 @@ def _record_reference(
         return state
     assert base.tpot_p50 is not None and base.tpot_p99 is not None and rate is not None
     return replace(state, reference=Reference(base.tpot_p50, base.tpot_p99, rate, now))
+
+
+def _cooldown_words(policy: PolicySpec, state: PolicyState) -> str:
+    if not state.lost_probes:
+        return policy.cooldown
+    factor = 2 ** min(state.lost_probes, PROBE_BACKOFF_DOUBLINGS)
+    return f"{policy.cooldown} x{factor} ({state.lost_probes} probe(s) lost in a row)"
 
 
 def _record_saturation(state: PolicyState, spec: PoolMetrics | None, policy: PolicySpec) -> PolicyState:
@@ -430,8 +457,8 @@ def decide(policy: PolicySpec, state: PolicyState, obs: Observation, now: float)
     if state.mode in (BASELINE, PROBING):
         state = _record_reference(state, obs.baseline, policy, now)
 
-    cooldown = parse_duration(policy.cooldown)
     if state.mode == BASELINE:
+        cooldown = probe_cooldown(policy, state)
         cooled = now - state.mode_since >= cooldown
         # No probe while the baseline itself queues: moving a replica costs capacity (a pod
         # restart) exactly when there is none to spare, and the comparison would judge overload.
@@ -447,8 +474,8 @@ def decide(policy: PolicySpec, state: PolicyState, obs: Observation, now: float)
                 state,
                 PROBING,
                 "ProbeStarted",
-                f"cooldown {policy.cooldown} over with traffic: {policy.probe.replicas} replica(s) speculate "
-                "beside the baseline",
+                f"cooldown {_cooldown_words(policy, state)} over with traffic: {policy.probe.replicas} "
+                "replica(s) speculate beside the baseline",
                 now,
             )
         return Decision(state, assessment, transition, metrics)

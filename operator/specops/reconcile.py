@@ -434,6 +434,7 @@ def policy_state_from_status(status: Mapping[str, Any] | None) -> PolicyState:
         mode_since=epoch(status.get("modeSince")),
         breaches=int(counters.get("breaches", 0)),
         recoveries=int(counters.get("recoveries", 0)),
+        lost_probes=int(counters.get("lostProbes", 0)),
         errors=int(counters.get("errors", 0)),
         reference=reference,
         saturation_rate=_float_or_none(status.get("saturationRequestsPerReplica")),
@@ -453,7 +454,12 @@ def policy_status_fields(state: PolicyState) -> dict[str, Any]:
     out: dict[str, Any] = {
         "mode": state.mode,
         "modeSince": rfc3339(state.mode_since) if state.mode_since else None,
-        "counters": {"breaches": state.breaches, "recoveries": state.recoveries, "errors": state.errors},
+        "counters": {
+            "breaches": state.breaches,
+            "recoveries": state.recoveries,
+            "errors": state.errors,
+            "lostProbes": state.lost_probes,
+        },
         "decisions": [
             {
                 "time": rfc3339(t.at),

@@ -23,6 +23,7 @@ from specops.policy import (
     Verdict,
     assess,
     decide,
+    probe_cooldown,
 )
 from specops.promql import Sample, Signal
 from specops.reconcile import observed_fields, policy_state_from_status, policy_status_fields
@@ -348,3 +349,24 @@ def test_no_probe_at_the_load_where_speculation_saturated() -> None:
     calm = Observation(baseline=pool(acceptance=None, request_rate=8.0))
     _, reasons = run(state, [calm], start=state.mode_since + 900)
     assert reasons == ["Baseline->Probing:ProbeStarted"]
+
+
+def test_lost_probes_double_the_cooldown_and_a_win_resets_it() -> None:
+    lose = Observation(speculative=pool(replicas=1, tpot_p99=0.05), baseline=pool(acceptance=None))
+    calm = Observation(baseline=pool(acceptance=None))
+    state = PolicyState(mode=PROBING, mode_since=0)
+    state, reasons = run(state, [lose] * 3, start=400)
+    assert reasons == ["Probing->Baseline:ProbeLost"] and state.lost_probes == 1
+    assert policy_state_from_status(policy_status_fields(state)).lost_probes == 1
+    # Cooldown 10 min doubled: nothing at 15 min, a probe at 20 min.
+    since = state.mode_since
+    state, reasons = run(state, [calm], start=since + 900)
+    assert reasons == []
+    state, reasons = run(state, [calm], start=since + 1200)
+    assert reasons == ["Baseline->Probing:ProbeStarted"]
+    assert "x2 (1 probe(s) lost in a row)" in state.history[-1].message
+    # Backoff is capped at x8.
+    assert probe_cooldown(POLICY, replace(state, lost_probes=7)) == 8 * 600
+    win = Observation(speculative=pool(replicas=1, tpot_p99=0.02), baseline=pool(acceptance=None))
+    state, reasons = run(state, [win] * 3, start=state.mode_since + 400)
+    assert reasons == ["Probing->Speculative:ProbeWon"] and state.lost_probes == 0

@@ -610,6 +610,11 @@ class Counters(_StatusModel):
     breaches: int = Field(default=0, description="Consecutive breach verdicts.")
     recoveries: int = Field(default=0, description="Consecutive probe wins.")
     errors: int = Field(default=0, description="Consecutive metric errors.")
+    lost_probes: int = Field(
+        default=0,
+        description="Probes lost in a row since the last fallback; each doubles the next cooldown "
+        "(up to x8).",
+    )
 
 
 class SpeculativeInferenceStatus(_StatusModel):
