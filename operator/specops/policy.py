@@ -374,7 +374,7 @@ def _transition(
 def probe_cooldown(policy: PolicySpec, state: PolicyState) -> float:
     """Seconds in Baseline before the next probe: ``cooldown``, doubled for each probe lost in a
     row since the last fallback (at most ``PROBE_BACKOFF_DOUBLINGS`` times)."""
-    return parse_duration(policy.cooldown) * 2 ** min(state.lost_probes, PROBE_BACKOFF_DOUBLINGS)
+    return parse_duration(policy.cooldown) * float(2 ** min(state.lost_probes, PROBE_BACKOFF_DOUBLINGS))
 
 
 def _record_reference(

@@ -228,6 +228,15 @@ def test_no_op_reconcile_writes_nothing_and_restart_resumes(
     created = create_si(api, namespace, doc)
     name = "llama70b-chat"
     wait_for(lambda: condition(get_si(api, namespace, name), "Ready").get("status") == "True", 90, "Ready")
+    # The first evaluation may run before Prometheus scraped the new pod (NoSeries); the next one
+    # (interval 30 s) sees its series without traffic: a real change, written once.
+    wait_for(
+        lambda: (
+            condition(get_si(api, namespace, name), "MetricsAvailable").get("reason") == "InsufficientTraffic"
+        ),
+        75,
+        "the pod's series scraped and evaluated",
+    )
     time.sleep(3)  # let the last status and event writes land
     before = {d: deployment(api, namespace, f"{name}-{d}").metadata for d in ("spec", "base")}
     si_before = get_si(api, namespace, name)

@@ -42,12 +42,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# The pod runner sets this to its own pid: an emulator whose runner died (a test process killed
+# hard) stops on its own instead of holding its address for the next test world.
+ENV_PARENT_PID = "SPECOPS_EMULATOR_PARENT_PID"
+
+
+async def _watch_parent(pid: int, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        if os.getppid() != pid:
+            log.warning("the pod runner (pid %d) is gone: stopping", pid)
+            stop.set()
+            return
+        await asyncio.sleep(1.0)
+
+
 async def _run(config: ServingConfig, settings: ServerSettings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    parent = os.environ.get(ENV_PARENT_PID, "")
+    watcher = asyncio.create_task(_watch_parent(int(parent), stop)) if parent.isdigit() else None
     await serve(config, settings, stop)
+    if watcher is not None:
+        watcher.cancel()
 
 
 if __name__ == "__main__":

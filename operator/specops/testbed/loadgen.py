@@ -168,7 +168,7 @@ async def run_load(
 def endpoints_resolver(api: Any, namespace: str, service: str) -> Resolver:
     """Ready pods selected by a Service, as ``ip:port`` (what kube-proxy would route to).
 
-    Read from the pods, not the Endpoints object: pods here get loopback IPs (127.1.x.y), which
+    Read from the pods, not the Endpoints object: pods here get loopback IPs (127.b.x.y), which
     the API server refuses in Endpoints, so the controller-manager cannot write them.
     """
     from kubernetes import client

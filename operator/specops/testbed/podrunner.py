@@ -2,8 +2,8 @@
 
 It registers one fake GPU Node, binds the Pending pods that SpecOps manages to it, starts one vLLM
 emulator process per pod with the pod's own container args, gives each pod its own loopback IP
-(127.1.x.y: the whole 127.0.0.0/8 range is local on Linux, so the pod listens on its real
-containerPort; the API server refuses loopback addresses in Endpoints, so clients find a Service's
+(127.b.x.y, one random block b per runner: the whole 127.0.0.0/8 range is local on Linux, so the
+pod listens on its real containerPort; the API server refuses loopback addresses in Endpoints, so clients find a Service's
 ready pods through its selector, as ``loadgen.endpoints_resolver`` does),
 writes pod status like a kubelet (Running; Ready only once the emulator answers /health), adds and
 removes the pod as a Prometheus target, restarts a crashed emulator, and stops it when the pod is
@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -109,7 +110,10 @@ class PodRunner:
         self.emulator_env = emulator_env or {}
         self.default_version = default_version
         self.pods: dict[str, RunningPod] = {}
-        self._ips = (f"127.1.{i // 250}.{i % 250 + 2}" for i in itertools.count())
+        # A block of its own in 127/8 per runner, so test worlds running side by side (or a stray
+        # emulator of an earlier one) do not collide on pod addresses.
+        block = random.randint(1, 250)
+        self._ips = (f"127.{block}.{i // 250}.{i % 250 + 2}" for i in itertools.count())
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -250,6 +254,7 @@ class PodRunner:
                 "SPECOPS_EMULATOR_VLLM_VERSION": version,
                 "SPECOPS_EMULATOR_GPU_MEMORY_GIB": f"{gpu_memory:g}",
                 "SPECOPS_EMULATOR_SEED": str(zlib.crc32(pod.metadata.name.encode())),
+                "SPECOPS_EMULATOR_PARENT_PID": str(os.getpid()),
                 **self.emulator_env,
             },
         )
