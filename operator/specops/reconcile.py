@@ -168,8 +168,21 @@ def split_for_mode(mode: str, replicas: int, probe_replicas: int) -> PoolSplit:
     return PoolSplit(speculative=replicas, baseline=0)
 
 
+def growing_pool(target: PoolSplit, applied: PoolSplit | None) -> Pool:
+    """The pool a switch towards ``target`` grows (whose readiness gates the next step)."""
+    if applied is not None and (
+        target.speculative > applied.speculative or applied.baseline > target.baseline
+    ):
+        return Pool.SPECULATIVE
+    return Pool.BASELINE
+
+
 def rollout_step(
-    target: PoolSplit, applied: PoolSplit | None, growing_ready: int, recorded_total: int | None = None
+    target: PoolSplit,
+    applied: PoolSplit | None,
+    growing_ready: int,
+    recorded_total: int | None = None,
+    surge: int = 0,
 ) -> PoolSplit:
     """The split to apply now on the way to ``target`` (the GPU-aware rollout rule).
 
@@ -181,17 +194,29 @@ def rollout_step(
     straight to the target.  Pools whose total is off although the split last recorded in status
     (``recorded_total``) had the target's total were cut short between the two Deployments of one
     step (the operator was stopped there): that step is finished first.
+
+    With ``surge`` (``spec.rollout.maxSurge: 1``) each step is two: the growing pool gets one pod
+    more (the pools ask for one pod over ``spec.replicas``), and once it is ready the shrinking
+    pool gives one up, so a switch never costs serving capacity.  Each step writes one Deployment.
     """
     if applied is None or applied == target:
         return target
+    if surge and applied.total == target.total + 1:
+        # Mid-step: the extra pod was asked for; the shrinking pool gives one up once it serves.
+        to_baseline = applied.speculative > target.speculative
+        if growing_ready < (applied.baseline if to_baseline else applied.speculative):
+            return applied
+        if to_baseline:
+            return PoolSplit(applied.speculative - 1, applied.baseline)
+        return PoolSplit(applied.speculative, applied.baseline - 1)
     if applied.total != target.total:
         return target if recorded_total != target.total else _finish_step(applied, target)
     growing = applied.speculative if target.speculative > applied.speculative else applied.baseline
     if growing_ready < growing:
         return applied  # the previous step is still starting
     if target.speculative > applied.speculative:
-        return PoolSplit(applied.speculative + 1, applied.baseline - 1)
-    return PoolSplit(applied.speculative - 1, applied.baseline + 1)
+        return PoolSplit(applied.speculative + 1, applied.baseline - (0 if surge else 1))
+    return PoolSplit(applied.speculative - (0 if surge else 1), applied.baseline + 1)
 
 
 def _finish_step(applied: PoolSplit, target: PoolSplit) -> PoolSplit:

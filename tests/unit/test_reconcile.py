@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -192,3 +193,35 @@ def test_rollout_step_moves_one_replica_at_a_time(
     step = rollout_step(target, applied, growing_ready)
     assert step == expected
     assert step.total == target.total  # never more pods than the budget
+
+
+def _walk(target: PoolSplit, start: PoolSplit, surge: int) -> list[PoolSplit]:
+    """Every split a switch applies, each step's growing pool becoming ready before the next."""
+    from specops.reconcile import growing_pool, rollout_step
+
+    steps = [start]
+    while steps[-1] != target and len(steps) < 50:
+        applied = steps[-1]
+        grown = applied.speculative if growing_pool(target, applied) is Pool.SPECULATIVE else applied.baseline
+        # Not ready yet: nothing moves.
+        assert rollout_step(target, applied, grown - 1, surge=surge) in (applied, target)
+        steps.append(rollout_step(target, applied, grown, surge=surge))
+    return steps
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 3, 5])
+@pytest.mark.parametrize("to_baseline", [True, False])
+def test_rollout_with_surge_never_loses_a_replica(replicas: int, to_baseline: bool) -> None:
+    start, target = PoolSplit(replicas, 0), PoolSplit(0, replicas)
+    if not to_baseline:
+        start, target = target, start
+    plain = _walk(target, start, surge=0)
+    surged = _walk(target, start, surge=1)
+    assert plain[-1] == surged[-1] == target
+    assert all(s.total == replicas for s in plain)  # no surge: the GPU budget, a replica moving
+    # Surge: at most one pod over the budget, and never fewer than the budget asked for.
+    assert all(replicas <= s.total <= replicas + 1 for s in surged)
+    assert len(surged) == 2 * replicas + 1 and len(plain) == replicas + 1
+    # Each surge step changes exactly one pool by one pod: one Deployment write.
+    for a, b in itertools.pairwise(surged):
+        assert abs(a.speculative - b.speculative) + abs(a.baseline - b.baseline) == 1

@@ -138,7 +138,14 @@ def test_simulate_command_writes_table_and_plots(tmp_path: Path) -> None:
     for name in ("temperature-shift", "ngram-summarization"):
         assert f"| {name} |" in report
         assert (tmp_path / f"sim-{name}.png").stat().st_size > 10_000
-    for strategy in ("always-speculative", "never-speculative", "vllm-dynamic", "specops", "oracle"):
+    for strategy in (
+        "always-speculative",
+        "never-speculative",
+        "vllm-dynamic",
+        "specops",
+        "specops-surge",
+        "oracle",
+    ):
         assert f"| {strategy} |" in report
 
 
@@ -152,3 +159,26 @@ def test_simulate_command_names_a_missing_resource(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["simulate", str(path), "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "resource" in result.output
+
+
+def test_surge_rollout_keeps_capacity_during_a_switch() -> None:
+    """With maxSurge 1 the pools never serve with fewer ready pods than spec.replicas during the
+    fallback; with 0 one replica is out while it drains and starts."""
+    spec = chat_spec()
+    surge = spec.model_copy(update={"rollout": spec.rollout.model_copy(update={"max_surge": 1})})
+    traffic = arrivals(shift())
+    plain = simulate(spec, traffic, startup_seconds=60, seed=3, adaptive=True)
+    surged = simulate(surge, traffic, startup_seconds=60, seed=3, adaptive=True)
+    assert [t.reason for t in plain.transitions][:1] == [t.reason for t in surged.transitions][:1]
+    assert max(p.split.total for p in plain.timeline) == 2
+    assert max(p.split.total for p in surged.timeline) == 3
+
+    # Ready pods as Prometheus saw them: the plain rollout dips to one, the surge never does.
+    def fewest(run: object) -> int:
+        counts = []
+        for p in run.timeline:  # type: ignore[attr-defined]
+            counts.append(sum(m.replicas for m in (p.speculative, p.baseline) if m is not None))
+        return min(counts[10:])
+
+    assert fewest(plain) == 1
+    assert fewest(surged) >= 2

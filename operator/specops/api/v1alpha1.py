@@ -462,6 +462,20 @@ class PolicySpec(_Model):
         return self
 
 
+class RolloutSpec(_Model):
+    """How a mode switch moves replicas between the pools."""
+
+    max_surge: int = Field(
+        default=0,
+        ge=0,
+        le=1,
+        description="Extra pod a mode switch may start before it stops one. 0 keeps the pods (and GPUs) "
+        "at spec.replicas: each moved replica is out of service for its drain and start-up. 1 needs "
+        "GPUs for one more pod (without them the new pod stays Pending and the switch waits) and "
+        "switches without losing capacity.",
+    )
+
+
 class SpeculativeInferenceSpec(_Model):
     """Desired state: a vLLM service with a speculative and a baseline pool."""
 
@@ -473,6 +487,9 @@ class SpeculativeInferenceSpec(_Model):
     speculation: SpeculationSpec = Field(description="The proposer and k.")
     resources: GPUResources = Field(description="GPUs and host resources per replica.")
     policy: PolicySpec = Field(default_factory=PolicySpec, description="Fallback and re-enable policy.")
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec, description="How mode switches move replicas between the pools."
+    )
     model_cache: ModelCache | None = Field(default=None, description="Model weight cache volume.")
     hf_token_secret: SecretKeyRef | None = Field(
         default=None,

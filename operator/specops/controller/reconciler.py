@@ -25,6 +25,7 @@ from specops.reconcile import (
     applied_split,
     current_mode,
     desired_status,
+    growing_pool,
     keep_figures_fresh_enough,
     needs_apply,
     observed_fields,
@@ -196,15 +197,13 @@ class Reconciler:
         target = split_for_mode(mode, si.spec.replicas, si.spec.policy.probe.replicas)
         before = self._pools(ns, name)
         applied = applied_split(before)
-        growing = (
-            Pool.SPECULATIVE
-            if applied is not None and target.speculative > applied.speculative
-            else Pool.BASELINE
-        )
+        growing = growing_pool(target, applied)
         old_pools = old_status.get("pools") or {}
         recorded = [(old_pools.get(p) or {}).get("replicas") for p in ("speculative", "baseline")]
         recorded_total = sum(recorded) if all(isinstance(r, int) for r in recorded) else None
-        split = rollout_step(target, applied, before[growing].ready, recorded_total)
+        split = rollout_step(
+            target, applied, before[growing].ready, recorded_total, si.spec.rollout.max_surge
+        )
         owner = OwnerRef(name=name, uid=meta["uid"])
         manifests = render_all(si, split, owner)
         if growing is Pool.SPECULATIVE:

@@ -40,7 +40,7 @@ from specops.emulator.perf import (
     sample_eos_after,
 )
 from specops.policy import SPECULATIVE, Observation, PolicyState, PoolMetrics, Transition, decide
-from specops.reconcile import rollout_step, split_for_mode
+from specops.reconcile import growing_pool, rollout_step, split_for_mode
 from specops.render import TERMINATION_GRACE_SECONDS, Pool, PoolSplit, vllm_args
 from specops.testbed.scenario import Arrival
 
@@ -223,20 +223,33 @@ class Fleet:
     def live(self, pool: Pool, now: float) -> list[SimPod]:
         return [p for p in self.pods if p.pool is pool and p.ready(now)]
 
-    def move_one(self, to: Pool, now: float) -> None:
-        """One replica changes pools: a pod of the other pool drains; its successor starts once
-        the GPUs are free."""
-        source = Pool.BASELINE if to is Pool.SPECULATIVE else Pool.SPECULATIVE
-        candidates = [p for p in self.pods if p.pool is source and p.active]
+    def _leaving(self, pool: Pool, now: float) -> SimPod:
+        candidates = [p for p in self.pods if p.pool is pool and p.active]
         # The Deployment controller removes a pod that is not ready first, else the newest.
         candidates.sort(key=lambda p: (p.ready_at <= now, p.ready_at))
-        old = candidates[0]
-        old.terminating_at = now
-        old.successor = self._new_pod(to, ready_at=math.inf)
-        self.applied = PoolSplit(
-            self.applied.speculative + (1 if to is Pool.SPECULATIVE else -1),
-            self.applied.baseline + (1 if to is Pool.BASELINE else -1),
-        )
+        return candidates[0]
+
+    def apply(self, split: PoolSplit, now: float) -> None:
+        """Make the pools ``split``, as the Deployment controller would.
+
+        One replica moving between the pools (``maxSurge: 0``): a pod of the shrinking pool drains
+        and its successor starts once the GPUs are free.  A pool growing alone (a surge step):
+        the new pod starts now.  A pool shrinking alone: one of its pods drains.
+        """
+        d_spec = split.speculative - self.applied.speculative
+        d_base = split.baseline - self.applied.baseline
+        if {d_spec, d_base} == {1, -1}:
+            to = Pool.SPECULATIVE if d_spec > 0 else Pool.BASELINE
+            old = self._leaving(Pool.BASELINE if to is Pool.SPECULATIVE else Pool.SPECULATIVE, now)
+            old.terminating_at = now
+            old.successor = self._new_pod(to, ready_at=math.inf)
+        else:
+            for pool, delta in ((Pool.SPECULATIVE, d_spec), (Pool.BASELINE, d_base)):
+                for _ in range(max(0, delta)):
+                    self._new_pod(pool, ready_at=now + self.startup)
+                for _ in range(max(0, -delta)):
+                    self._leaving(pool, now).terminating_at = now
+        self.applied = split
 
     def retire(self, now: float) -> None:
         """Pods that finished draining leave; those past their grace period are killed."""
@@ -370,12 +383,11 @@ def simulate(
             next_tick += CONTROL_TICK
             if adaptive:
                 target = split_for_mode(state.mode, spec.replicas, probe_replicas)
-                growing = (
-                    Pool.SPECULATIVE if target.speculative > fleet.applied.speculative else Pool.BASELINE
-                )
-                step = rollout_step(target, fleet.applied, len(fleet.live(growing, now)))
+                growing = growing_pool(target, fleet.applied)
+                ready_count = len(fleet.live(growing, now))
+                step = rollout_step(target, fleet.applied, ready_count, surge=spec.rollout.max_surge)
                 if step != fleet.applied:
-                    fleet.move_one(growing, now)
+                    fleet.apply(step, now)
         if now >= next_eval:
             next_eval += interval
             obs = fleet.observe(now, window)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from specops.sim.fleet import Run
-from specops.sim.suite import ALWAYS, NEVER, ORACLE, SPECOPS, ScenarioResult
+from specops.sim.suite import ALWAYS, DYNAMIC, NEVER, ORACLE, SPECOPS, SPECOPS_SURGE, ScenarioResult
 
 MODE_COLORS = {"Speculative": "#c8e6c9", "Baseline": "#ffcdd2", "Probing": "#fff9c4"}
 
@@ -16,12 +16,16 @@ def _ms(x: float) -> str:
     return f"{x * 1000:.1f}"
 
 
-def vs_oracle(result: ScenarioResult) -> float | None:
-    """SpecOps' P99 TPOT over the oracle's, minus one (0.05 = 5% worse)."""
+def vs_oracle(result: ScenarioResult, strategy: str = SPECOPS) -> float | None:
+    """A strategy's P99 TPOT over the oracle's, minus one (0.05 = 5% worse)."""
     figs = result.figures
-    if SPECOPS not in figs or ORACLE not in figs:
+    if strategy not in figs or ORACLE not in figs:
         return None
-    return figs[SPECOPS].p99_tpot / figs[ORACLE].p99_tpot - 1
+    return figs[strategy].p99_tpot / figs[ORACLE].p99_tpot - 1
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.1%}"
 
 
 def scenario_table(result: ScenarioResult) -> str:
@@ -42,25 +46,26 @@ def scenario_table(result: ScenarioResult) -> str:
 def summary_table(results: Sequence[ScenarioResult]) -> str:
     """One row per scenario: P99 TPOT of every strategy, SpecOps against the oracle, transitions."""
     lines = [
-        "| scenario | always-spec | never-spec | vllm-dynamic | specops | oracle | specops vs oracle | "
-        "beats both static | switches / regime changes | probes |",
-        "|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|",
+        "| scenario | always-spec | never-spec | vllm-dynamic | specops | specops maxSurge 1 | oracle "
+        "| specops vs oracle | maxSurge 1 vs oracle | beats both static | switches / regime changes "
+        "| probes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|",
     ]
     for r in results:
         f = r.figures
         cells = [
             _ms(f[name].p99_tpot) if name in f else "-"
-            for name in (ALWAYS, NEVER, "vllm-dynamic", SPECOPS, ORACLE)
+            for name in (ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE)
         ]
-        gap = vs_oracle(r)
-        gap_cell = "-" if gap is None else f"{gap:+.1%}"
+        gap_cell = _pct(vs_oracle(r))
+        surge_cell = _pct(vs_oracle(r, SPECOPS_SURGE))
         beats = (
             "yes"
             if SPECOPS in f and f[SPECOPS].p99_tpot < min(f[ALWAYS].p99_tpot, f[NEVER].p99_tpot)
             else "no"
         )
         lines.append(
-            f"| {r.scenario.name} | {' | '.join(cells)} | {gap_cell} | {beats} | "
+            f"| {r.scenario.name} | {' | '.join(cells)} | {gap_cell} | {surge_cell} | {beats} | "
             f"{r.switches} / {r.regime_changes} | {r.probes} |"
         )
     return "\n".join(lines)

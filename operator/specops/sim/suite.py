@@ -3,7 +3,10 @@
 * ``always-speculative`` and ``never-speculative``: the two static configurations;
 * ``vllm-dynamic``: speculative pods with vLLM's own k-by-batch-size table (``DYNAMIC_TABLE``), no
   operator: what vLLM does alone;
-* ``specops``: the operator's policy and rollout in the loop (starting speculative);
+* ``specops``: the operator's policy and rollout in the loop (starting speculative), with the
+  resource's ``spec.rollout.maxSurge`` (0 by default: a moved replica is out of service while it
+  drains and starts);
+* ``specops-surge``: the same with ``spec.rollout.maxSurge: 1`` (GPUs for one more pod);
 * ``oracle``: for each phase, whichever static configuration had the lower P99 TPOT on that
   phase's requests, stitched together.  It switches for free at phase boundaries, so it is a
   bound no real controller reaches.
@@ -24,14 +27,15 @@ from specops.policy import BASELINE, PROBING, SPECULATIVE
 from specops.sim.fleet import Run, Served, simulate
 from specops.testbed.scenario import SLO, Scenario, arrivals, load_scenario
 
-ALWAYS, NEVER, DYNAMIC, SPECOPS, ORACLE = (
+ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE = (
     "always-speculative",
     "never-speculative",
     "vllm-dynamic",
     "specops",
+    "specops-surge",
     "oracle",
 )
-STRATEGIES = (ALWAYS, NEVER, DYNAMIC, SPECOPS, ORACLE)
+STRATEGIES = (ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE)
 
 
 def dynamic_table(k: int) -> list[BatchSizeTokens]:
@@ -140,9 +144,14 @@ def run_scenario(
     traffic = arrivals(scenario)
     runs: dict[str, Run] = {}
 
-    def run(adaptive: bool, mode: str = SPECULATIVE, override: SpeculativeInferenceSpec | None = None) -> Run:
+    def run(
+        adaptive: bool,
+        mode: str = SPECULATIVE,
+        override: SpeculativeInferenceSpec | None = None,
+        served: SpeculativeInferenceSpec = spec,
+    ) -> Run:
         return simulate(
-            spec,
+            served,
             traffic,
             startup_seconds=scenario.startup_seconds,
             seed=scenario.seed,
@@ -163,6 +172,9 @@ def run_scenario(
         runs[DYNAMIC] = run(adaptive=False, override=dynamic)
     if SPECOPS in todo:
         runs[SPECOPS] = run(adaptive=True)
+    if SPECOPS_SURGE in todo:
+        surge = spec.model_copy(update={"rollout": spec.rollout.model_copy(update={"max_surge": 1})})
+        runs[SPECOPS_SURGE] = run(adaptive=True, served=surge)
     oracle: list[Served] = []
     choice: dict[str, str] = {}
     if ORACLE in todo:

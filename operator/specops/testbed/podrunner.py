@@ -3,8 +3,8 @@
 It registers one fake GPU Node, binds the Pending pods that SpecOps manages to it, starts one vLLM
 emulator process per pod with the pod's own container args, gives each pod its own loopback IP
 (127.b.x.y, one random block b per runner: the whole 127.0.0.0/8 range is local on Linux, so the
-pod listens on its real containerPort; the API server refuses loopback addresses in Endpoints, so clients find a Service's
-ready pods through its selector, as ``loadgen.endpoints_resolver`` does),
+pod listens on its real containerPort; the API server refuses loopback addresses in Endpoints, so
+clients find a Service's ready pods through its selector, as ``loadgen.endpoints_resolver`` does),
 writes pod status like a kubelet (Running; Ready only once the emulator answers /health), adds and
 removes the pod as a Prometheus target, restarts a crashed emulator, and stops it when the pod is
 deleted (finishing the graceful deletion a kubelet would confirm).
