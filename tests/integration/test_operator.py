@@ -125,6 +125,42 @@ def test_drift_is_restored(api: client.ApiClient, namespace: str, start_operator
     assert reasons.count("DriftCorrected") >= 2, reasons
 
 
+def test_switch_with_max_surge_never_loses_a_ready_replica(
+    api: client.ApiClient, namespace: str, start_operator: Any
+) -> None:
+    """spec.rollout.maxSurge: 1 on the real API server: pinned to Baseline, the pools go from 2/0 to
+    0/2 through 2/1, 1/1, 1/2, 0/2; at most 3 pods asked for, never fewer than 2 ready once up."""
+    start_operator(resync_seconds=1.0)
+    doc = example()
+    doc["spec"]["replicas"] = 2
+    doc["spec"]["rollout"] = {"maxSurge": 1}
+    create_si(api, namespace, doc)
+    name = "llama70b-chat"
+
+    def pools() -> tuple[int, int, int, int]:
+        s, b = deployment(api, namespace, f"{name}-spec"), deployment(api, namespace, f"{name}-base")
+        if s is None or b is None:
+            return (0, 0, 0, 0)
+        return (s.spec.replicas, b.spec.replicas, s.status.ready_replicas or 0, b.status.ready_replicas or 0)
+
+    wait_for(lambda: pools()[2] == 2, 120, "two ready speculative replicas")
+    patch_si(api, namespace, name, {"spec": {"policy": {"mode": "Baseline"}}})
+    seen = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        p = pools()
+        seen.append(p)
+        if p == (0, 2, 0, 2):
+            break
+        time.sleep(0.2)
+    splits = [(p[0], p[1]) for p in seen]
+    assert splits[-1] == (0, 2), seen[-5:]
+    assert max(s + b for s, b in splits) == 3  # one pod over the budget, never more
+    assert min(p[2] + p[3] for p in seen) >= 2, [p for p in seen if p[2] + p[3] < 2][:5]
+    ordered = [s for i, s in enumerate(splits) if i == 0 or s != splits[i - 1]]
+    assert ordered == [(2, 0), (2, 1), (1, 1), (1, 2), (0, 2)], ordered
+
+
 def test_scale_subresource_and_hpa(
     api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any
 ) -> None:
