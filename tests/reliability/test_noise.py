@@ -84,7 +84,9 @@ def test_noise_around_the_threshold_switches_at_most_once(profile: str, shape: s
     ]
     # Not vacuous: the policy saw acceptance on both sides of the threshold, inside the band.
     assert min(seen) < THRESHOLD < max(seen), (min(seen), max(seen))
-    assert min(seen) > THRESHOLD - 2 * NOISE and max(seen) < THRESHOLD + 2 * NOISE
+    # Windows are samples (a probe's first one is a single replica's): a little wider than the band,
+    # and never at the break-even rate, where a probe could rightly win.
+    assert min(seen) > THRESHOLD - 3 * NOISE and max(seen) < 0.65
     transitions = [(round(t.at), t.to_mode, t.reason) for t in run.transitions]
     print(f"\n{profile}/{shape}: {result.switches} switch(es), {result.probes} probe(s): {transitions}")
     assert result.switches <= 1, transitions
