@@ -70,9 +70,15 @@ def _si(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
 
 
 def _split(api: client.ApiClient, ns: str, name: str) -> tuple[int, int, int, int]:
+    """Replicas asked for and ready, speculative then baseline (zeros before the pools exist)."""
     apps = client.AppsV1Api(api)
-    s = apps.read_namespaced_deployment(f"{name}-spec", ns)
-    b = apps.read_namespaced_deployment(f"{name}-base", ns)
+    try:
+        s = apps.read_namespaced_deployment(f"{name}-spec", ns)
+        b = apps.read_namespaced_deployment(f"{name}-base", ns)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return (0, 0, 0, 0)
+        raise
     return (s.spec.replicas, b.spec.replicas, s.status.ready_replicas or 0, b.status.ready_replicas or 0)
 
 

@@ -155,6 +155,23 @@ def plot(result: ScenarioResult, path: Path) -> None:
                 linewidth=1,
                 label=f"{name} (static)",
             )
+    if SPECOPS_SURGE in result.runs:
+        surged = result.runs[SPECOPS_SURGE].timeline
+
+        def worst(p: object) -> float | None:
+            values = [
+                v for v in (p99(getattr(p, "speculative", None)), p99(getattr(p, "baseline", None))) if v
+            ]
+            return max(values) if values else None
+
+        axes[2].plot(
+            [p.t / 60 for p in surged],
+            [worst(p) for p in surged],
+            color="tab:blue",
+            linestyle="--",
+            linewidth=1,
+            label="SpecOps maxSurge 1 (worse pool)",
+        )
     axes[2].set_ylabel("P99 TPOT ms (window)")
     axes[2].set_xlabel("minutes")
     axes[2].legend(loc="upper right", fontsize=8)
