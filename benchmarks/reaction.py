@@ -32,9 +32,9 @@ from kubernetes import client
 
 from specops.api.crd import build_crd
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION, parse_duration
-from specops.controller.main import OperatorOptions, OperatorThread
+from specops.controller.main import OperatorThread
 from specops.reconcile import epoch
-from specops.testbed.controlplane import free_port
+from specops.testbed.demo import local_operator
 from specops.testbed.loadgen import endpoints_resolver, run_load
 from specops.testbed.scenario import Scenario
 from specops.testbed.stack import Testbed
@@ -181,18 +181,7 @@ def main() -> int:
     op: OperatorThread | None = None
     rows: list[Reaction] = []
     try:
-        assert tb.state is not None
-        op = OperatorThread(
-            OperatorOptions(
-                kubeconfig=str(tb.state.operator_kubeconfig),
-                prometheus_url=tb.prometheus_url,
-                metrics_port=None,
-                liveness_port=None,
-                resync_seconds=5.0,
-                webhook_listen="127.0.0.1",
-                webhook_port=free_port(),
-            )
-        ).start()
+        op = local_operator(tb, resync_seconds=5.0)
         for n, (interval, window) in enumerate(settings, 1):
             print(f"== [{n + 1}/{len(settings) + 1}] interval {interval}, window {window}", flush=True)
             rows.append(measure(tb, n, interval, window))

@@ -102,17 +102,7 @@ def run_demo(
     try:
         assert tb.state is not None
         print("== [2/5] starting the operator (validating webhook on loopback, policy loop)")
-        op = OperatorThread(
-            OperatorOptions(
-                kubeconfig=str(tb.state.operator_kubeconfig),
-                prometheus_url=tb.prometheus_url,
-                metrics_port=None,
-                liveness_port=None,
-                resync_seconds=10.0,
-                webhook_listen="127.0.0.1",
-                webhook_port=free_port(),
-            )
-        ).start()
+        op = local_operator(tb, resync_seconds=10.0)
         core = client.CoreV1Api(tb.api)
         if namespace != "default":
             core.create_namespace({"metadata": {"name": namespace}})
@@ -146,6 +136,22 @@ def run_demo(
         tb.down()
         print("== stopped every process the demo started")
     return result
+
+
+def local_operator(tb: Testbed, resync_seconds: float) -> OperatorThread:
+    """The operator in this process, on the test world, with its webhook on loopback."""
+    assert tb.state is not None
+    return OperatorThread(
+        OperatorOptions(
+            kubeconfig=str(tb.state.operator_kubeconfig),
+            prometheus_url=tb.prometheus_url,
+            metrics_port=None,
+            liveness_port=None,
+            resync_seconds=resync_seconds,
+            webhook_listen="127.0.0.1",
+            webhook_port=free_port(),
+        )
+    ).start()
 
 
 def _wait_ready(tb: Testbed, namespace: str, name: str, timeout: float = 120.0) -> None:
