@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from specops.api.crd import build_crd
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops.controller.main import OperatorOptions, OperatorThread
+from specops.testbed.audit import writes_by
 from specops.testbed.controlplane import OPERATOR_USER, free_port
 from specops.testbed.stack import Testbed
 
@@ -187,18 +188,7 @@ def event_reasons(api: client.ApiClient, namespace: str, name: str) -> list[str]
 def operator_writes(testbed: Testbed, since: float) -> list[dict[str, Any]]:
     """Write requests the operator's identity made since ``since`` (epoch seconds), per the audit log."""
     assert testbed.state is not None
-    out = []
-    for line in testbed.state.audit_log.read_text().splitlines():
-        entry = json.loads(line)
-        if entry.get("user", {}).get("username") != OPERATOR_USER:
-            continue
-        if entry.get("verb") not in ("create", "update", "patch", "delete", "deletecollection"):
-            continue
-        ts = entry.get("requestReceivedTimestamp", "")
-        when = time.mktime(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
-        if when >= since:
-            out.append(entry)
-    return out
+    return writes_by(testbed.state.audit_log, OPERATOR_USER, since)
 
 
 def kubectl(testbed: Testbed, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
