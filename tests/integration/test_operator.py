@@ -158,7 +158,11 @@ def test_switch_with_max_surge_never_loses_a_ready_replica(
     assert max(s + b for s, b in splits) == 3  # one pod over the budget, never more
     assert min(p[2] + p[3] for p in seen) >= 2, [p for p in seen if p[2] + p[3] < 2][:5]
     ordered = [s for i, s in enumerate(splits) if i == 0 or s != splits[i - 1]]
-    assert ordered == [(2, 0), (2, 1), (1, 1), (1, 2), (0, 2)], ordered
+    path = [(2, 0), (2, 1), (1, 1), (1, 2), (0, 2)]
+    # In this order and nothing else.  (1, 1) waits for no pod (the baseline replica its next step
+    # needs is ready already), so it lasts one reconcile and a poll may miss it; the others wait.
+    assert ordered == [s for s in path if s in ordered], ordered
+    assert {(2, 1), (1, 2)} <= set(ordered), ordered
 
 
 def test_scale_subresource_and_hpa(

@@ -195,7 +195,8 @@ class Reconciler:
             return out
 
         target = split_for_mode(mode, si.spec.replicas, si.spec.policy.probe.replicas)
-        before = self._pools(ns, name)
+        deployments = self._deployments(ns, name)
+        before = {pool: pool_state(d) for pool, d in deployments.items()}
         applied = applied_split(before)
         growing = growing_pool(target, applied)
         old_pools = old_status.get("pools") or {}
@@ -216,9 +217,16 @@ class Reconciler:
             (old_pools.get("speculative") or {}).get("replicas") != split.speculative
             or (old_pools.get("baseline") or {}).get("replicas") != split.baseline
         )
+        # The pools' Deployments were read above (no apply in between changes the other one):
+        # reading them again would cost two more requests per reconcile and per evaluation.
+        read = {pool_name(name, pool): d for pool, d in deployments.items()}
         for manifest in manifests:
             kind, obj_name = manifest["kind"], manifest["metadata"]["name"]
-            live = self._live(kind, ns, obj_name)
+            live = (
+                read[obj_name]
+                if kind == "Deployment" and obj_name in read
+                else self._live(kind, ns, obj_name)
+            )
             if not needs_apply(manifest, live, FIELD_MANAGER):
                 continue
             try:
@@ -266,8 +274,11 @@ class Reconciler:
         self._patch(body, new, out)
         return out
 
+    def _deployments(self, ns: str, name: str) -> dict[Pool, dict[str, Any] | None]:
+        return {pool: self.kube.get_deployment(ns, pool_name(name, pool)) for pool in Pool}
+
     def _pools(self, ns: str, name: str) -> dict[Pool, Any]:
-        return {pool: pool_state(self.kube.get_deployment(ns, pool_name(name, pool))) for pool in Pool}
+        return {pool: pool_state(d) for pool, d in self._deployments(ns, name).items()}
 
     def _live(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
         if kind == "Deployment":
