@@ -1,0 +1,243 @@
+"""Scale on a real kube-apiserver: one operator process and 10, 100, 1000 SpeculativeInferences.
+
+Starts etcd + kube-apiserver + kube-controller-manager (v1.20, loopback, audit log) and Prometheus,
+installs the CRD, runs ONE operator as its own process (``specops run``, the operator identity's
+kubeconfig, webhooks off), then for each size, cumulatively (create up to 10, measure, up to 100,
+measure, ...), spread over 10 namespaces:
+
+- reconcile: time from the first create of the step until every resource has status for its
+  generation (Deployments and Service applied), and until every one has been evaluated once;
+- cycle: mean duration of one evaluation cycle over all resources (the operator's
+  specops_evaluation_cycle_seconds; each resource evaluates every second, so a cycle is all of them);
+- queries per cycle, as the operator counts them and as Prometheus counts the instant queries it
+  served: must not grow with N;
+- no-op writes: write requests by the operator's identity in the audit log during a steady period
+  (several cycles and one whole resync pass) in which nothing changes: must be zero;
+- operator memory: VmRSS and the peak VmHWM from /proc.
+
+No pods run (nothing schedules them; replicas stay Pending), so Prometheus answers every query with
+an empty vector and every verdict is NoData.  Figures are refreshed in status at most every
+--status-refresh-seconds by design; the steady periods here are shorter than that (see the output).
+
+Usage: python benchmarks/scale.py [--sizes 10,100,1000] [--out benchmarks/results] [--no-plot]
+Writes scale.md (a markdown table), scale.json and scale.png to --out.  About 15 minutes for
+10/100/1000 on 2 cores.  Exit code 1 when a structural property fails (queries per cycle differ
+between sizes, or a steady period had writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from specops.testbed.scale import Measurement, ScaleRun, Settings, local_world
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = [
+    ("N", "resources"),
+    ("new", "created"),
+    ("reconcile s", "reconcile"),
+    ("evaluated s", "evaluate"),
+    ("cycle s", "cycle"),
+    ("resources/cycle", "per_cycle"),
+    ("queries/cycle (operator / Prometheus)", "queries"),
+    ("steady period", "period"),
+    ("no-op writes", "writes"),
+    ("API GETs/s", "gets"),
+    ("operator CPU in steady", "cpu"),
+    ("RSS MiB", "rss"),
+    ("peak RSS MiB", "hwm"),
+    ("load avg", "load"),
+]
+
+
+def cells(m: Measurement) -> dict[str, str]:
+    s = m.steady
+    return {
+        "resources": str(m.resources),
+        "created": str(m.created),
+        "reconcile": f"{m.reconcile_seconds:.1f}",
+        "evaluate": f"{m.evaluate_seconds:.1f}",
+        "cycle": f"{s.cycle_seconds:.2f}",
+        "per_cycle": f"{s.resources_per_cycle:.0f}",
+        "queries": f"{s.queries_per_cycle:g} / {s.prometheus_queries_per_cycle:g}",
+        "period": f"{s.seconds:.0f} s, {s.cycles} cycles",
+        "writes": str(m.steady_writes) + ("" if m.settled else " (did not settle)"),
+        "cpu": f"{100 * s.cpu_seconds / max(s.seconds, 1e-9):.0f}%",
+        "rss": f"{m.rss_mib:.0f}",
+        "hwm": f"{m.hwm_mib:.0f}",
+        "load": f"{m.load_average:.1f}",
+        "gets": f"{m.api_gets_per_second:.0f}",
+    }
+
+
+def table(rows: list[Measurement]) -> str:
+    head = "| " + " | ".join(title for title, _ in COLUMNS) + " |"
+    rule = "|" + "|".join("---:" for _ in COLUMNS) + "|"
+    body = ["| " + " | ".join(cells(m)[key] for _, key in COLUMNS) + " |" for m in rows]
+    return "\n".join([head, rule, *body])
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
+
+
+def problems(rows: list[Measurement]) -> list[str]:
+    out = []
+    queries = {m.steady.queries_per_cycle for m in rows}
+    if len(queries) > 1:
+        out.append(f"queries per cycle differ between sizes: {sorted(queries)}")
+    for m in rows:
+        if m.steady_writes:
+            out.append(
+                f"N={m.resources}: {m.steady_writes} writes in the steady period, e.g. {m.write_samples}"
+            )
+        if round(m.steady.resources_per_cycle) != m.resources:
+            out.append(f"N={m.resources}: cycles covered {m.steady.resources_per_cycle:.1f} resources each")
+    return out
+
+
+def report(rows: list[Measurement], settings: Settings, seconds: float, issues: list[str]) -> str:
+    lines = [
+        "# Scale on a real kube-apiserver",
+        "",
+        "Generated by `python benchmarks/scale.py` "
+        f"(sizes {', '.join(str(m.resources) for m in rows)}, cumulative; {seconds / 60:.0f} min in all).",
+        "",
+        table(rows),
+        "",
+        f"- Machine: {machine()}; etcd, kube-apiserver and kube-controller-manager v1.20 on loopback, "
+        "Prometheus, the operator and this script all on it.",
+        f"- One operator process (`specops run`, webhooks off, resync every {settings.resync_seconds:g} s). "
+        f"Resources spread over {settings.namespaces} namespaces, {settings.replicas} replica(s) each "
+        "(pods Pending: nothing schedules them), policy interval "
+        f"{settings.interval} (every cycle covers every resource), window {settings.window}.",
+        "- reconcile s / evaluated s: from the first create of the step until every resource has status "
+        "for its generation / has been evaluated once.",
+        "- cycle s: mean duration of one evaluation cycle over all N resources (queries, decisions, "
+        "status reads) in the steady period.",
+        "- queries/cycle: PromQL queries per cycle as the operator counts them and as Prometheus counts "
+        "the instant queries it served; Prometheus answers empty vectors (no pods run, every verdict "
+        "NoData).",
+        "- no-op writes: create/update/patch/delete requests by the operator's identity in the audit log "
+        "during the steady period (at least "
+        f"{settings.steady_cycles} cycles and one whole resync pass); status figures are refreshed at "
+        "most every --status-refresh-seconds (60 s by default; 3600 s here), which the steady periods "
+        "do not reach.",
+        "- API GETs/s: GET requests the API server served during the steady period (the operator's, in "
+        "effect: the controller-manager only watches then, this script reads nothing).",
+        "- operator CPU in steady: the operator's CPU time over the steady period's wall time.",
+        "- RSS / peak RSS: VmRSS and VmHWM of the operator process at the end of the step.",
+        "- load avg: the machine's 1-minute load average at the end of the step (other work shares it).",
+    ]
+    if issues:
+        lines += ["", "Problems:", *(f"- {p}" for p in issues)]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[Measurement], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (pip install -e '.[plots]'): no plot")
+        return False
+    n = [m.resources for m in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.plot(n, [m.steady.cycle_seconds for m in rows], "o-", label="evaluation cycle")
+    left.plot(n, [m.reconcile_seconds for m in rows], "s-", label="reconcile the new ones")
+    left.set(xscale="log", yscale="log", xlabel="resources", ylabel="seconds", title="Time")
+    left.legend(fontsize=8)
+    right.plot(n, [m.steady.queries_per_cycle for m in rows], "o-", label="queries / cycle")
+    right.plot(n, [m.rss_mib for m in rows], "s-", label="operator RSS (MiB)")
+    right.plot(n, [m.steady_writes for m in rows], "^-", label="no-op writes")
+    right.set(xscale="log", xlabel="resources", title="Per cycle, memory, writes")
+    right.set_ylim(bottom=0)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10,100,1000", help="cumulative sizes, comma-separated")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--run-dir", type=Path, help="logs and cluster state (default: a temp dir, removed)")
+    parser.add_argument("--namespaces", type=int, default=10)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--resync-seconds", type=float, default=5.0)
+    parser.add_argument("--steady-cycles", type=int, default=3)
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args()
+    sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    settings = Settings(
+        namespaces=args.namespaces,
+        replicas=args.replicas,
+        resync_seconds=args.resync_seconds,
+        steady_cycles=args.steady_cycles,
+    )
+    run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="specops-scale-"))
+    t0 = time.monotonic()
+
+    def progress(msg: str) -> None:
+        print(f"[{time.monotonic() - t0:6.0f} s] {msg}", flush=True)
+
+    rows: list[Measurement] = []
+    progress(f"starting the test world in {run_dir}")
+    try:
+        with local_world(run_dir, progress) as world, ScaleRun(world, run_dir, settings, progress) as run:
+            for i, n in enumerate(sizes, 1):
+                rest = ", ".join(str(s) for s in sizes[i:]) or "none"
+                progress(f"size {i}/{len(sizes)}: N={n} (then: {rest})")
+                m = run.measure(n)
+                rows.append(m)
+                c = cells(m)
+                progress(
+                    f"  N={n}: reconcile {c['reconcile']} s, cycle {c['cycle']} s over {c['per_cycle']}, "
+                    f"queries/cycle {c['queries']}, no-op writes {c['writes']}, RSS {c['rss']} MiB "
+                    f"(peak {c['hwm']})"
+                )
+    finally:
+        if args.run_dir is None and rows and not problems(rows):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            print(f"logs kept in {run_dir}")
+    seconds = time.monotonic() - t0
+    issues = problems(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scale.md").write_text(report(rows, settings, seconds, issues))
+    raw: dict[str, Any] = {"machine": machine(), "seconds": seconds, "rows": [m.as_dict() for m in rows]}
+    (args.out / "scale.json").write_text(json.dumps(raw, indent=1) + "\n")
+    print()
+    print(table(rows))
+    print(f"\nwritten: {args.out / 'scale.md'}, {args.out / 'scale.json'}", end="")
+    if not args.no_plot and plot(rows, args.out / "scale.png"):
+        print(f", {args.out / 'scale.png'}", end="")
+    print()
+    for p in issues:
+        print(f"PROBLEM: {p}")
+    return 1 if issues else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
