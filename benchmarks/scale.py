@@ -19,7 +19,7 @@ No pods run (nothing schedules them; replicas stay Pending), so Prometheus answe
 an empty vector and every verdict is NoData.  Figures are refreshed in status at most every
 --status-refresh-seconds by design; the steady periods here are shorter than that (see the output).
 
-Usage: python benchmarks/scale.py [--sizes 10,100,1000] [--out benchmarks/results] [--no-plot]
+Usage: python benchmarks/scale.py [--sizes 10,100,1000] [--out docs/benchmarks] [--no-plot]
 Writes scale.md (a markdown table), scale.json and scale.png to --out.  About 15 minutes for
 10/100/1000 on 2 cores.  Exit code 1 when a structural property fails (queries per cycle differ
 between sizes, or a steady period had writes).
@@ -181,7 +181,7 @@ def plot(rows: list[Measurement], path: Path) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,100,1000", help="cumulative sizes, comma-separated")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--run-dir", type=Path, help="logs and cluster state (default: a temp dir, removed)")
     parser.add_argument("--namespaces", type=int, default=10)
     parser.add_argument("--replicas", type=int, default=1)
