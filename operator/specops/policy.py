@@ -62,6 +62,10 @@ REFERENCE_LOAD_TOLERANCE = 1.5
 PROBE_LOAD_MARGIN = 0.8
 # Each probe lost in a row doubles the next cooldown, up to this many times (x8).
 PROBE_BACKOFF_DOUBLINGS = 3
+# The saturation load is recorded only from a window with at least this many completed requests
+# per replica: with fewer (a window short against the requests' latency), the completion rate lags
+# far behind the load that saturated the pool and would keep probes off for good.
+MIN_SATURATION_COMPLETIONS = 20
 HISTORY_LIMIT = 20
 
 
@@ -402,6 +406,8 @@ def _record_saturation(state: PolicyState, spec: PoolMetrics | None, policy: Pol
         return state
     rate = spec.rate_per_replica
     if not _num(rate) or rate is None or rate <= 0:
+        return state
+    if rate * parse_duration(policy.window) < MIN_SATURATION_COMPLETIONS:
         return state
     return replace(state, saturation_rate=rate)
 

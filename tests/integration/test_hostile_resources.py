@@ -82,6 +82,25 @@ def objects(api: client.ApiClient, namespace: str, name: str) -> list[str]:
     return found
 
 
+def _wait_webhook_effective(api: client.ApiClient, namespace: str) -> None:
+    """The API server calls a new webhook only once its informer has the configuration (and, with
+    failurePolicy Ignore, lets everything in until then): dry-run the invalid example until refused."""
+    bad = yaml.safe_load((EXAMPLES / "invalid-bf16-on-h100.yaml").read_text())
+    bad["metadata"]["namespace"] = namespace
+    custom = client.CustomObjectsApi(api)
+
+    def refused() -> bool:
+        try:
+            custom.create_namespaced_custom_object(
+                "specops.dev", "v1alpha1", namespace, "speculativeinferences", bad, dry_run="All"
+            )
+        except ApiException as exc:
+            return exc.status in (400, 403, 422)
+        return False
+
+    wait_for(refused, 30, "the admission webhook in effect", every=0.5)
+
+
 def run_batch(
     api: client.ApiClient,
     testbed: Testbed,
@@ -91,6 +110,8 @@ def run_batch(
     webhooks: bool,
 ) -> Counter[str]:
     caplog.set_level(logging.INFO)
+    if webhooks:
+        _wait_webhook_effective(api, namespace)
     t0 = time.time()
     outcomes: Counter[str] = Counter()
     created: dict[str, bool] = {}  # name -> accepted by the checks
@@ -220,11 +241,16 @@ def test_a_deployment_the_apiserver_refuses_is_reported_once(
     assert objects(api, namespace, name) == []
     reasons = [e.reason for e in client.CoreV1Api(api).list_namespaced_event(namespace).items]
     assert reasons == ["SpecRejected"], reasons
-    writes = Counter(w["objectRef"]["resource"] for w in operator_writes(testbed, t0))
+    writes = Counter(
+        w["objectRef"]["resource"]
+        for w in operator_writes(testbed, t0)
+        if w["objectRef"].get("namespace") == namespace
+    )
     assert writes["speculativeinferences"] <= 2, writes  # the refusal, and the first evaluation's state
-    # One refused apply per reconcile: each resync, plus the creation, the status write and the
-    # first evaluations (a Kopf retry loop or a per-apply event would be several times more).
-    assert writes["deployments"] <= (time.time() - t0) / 2 + 5, writes
+    # One refused apply per reconcile: each resync (every 2 s), plus the creation, the status write
+    # and the first evaluations, with slack for a loaded machine (a hot retry loop or a per-apply
+    # event would be many times more).
+    assert writes["deployments"] <= (time.time() - t0) / 1.5 + 5, writes
     assert not [
         r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith(("specops", "kopf"))
     ]

@@ -59,7 +59,18 @@ def test_lifecycle_create_update_delete(api: client.ApiClient, namespace: str, s
     assert spec_dep.spec.replicas == 2
     assert base_dep.spec.replicas == 0
     assert spec_dep.metadata.owner_references[0].kind == "SpeculativeInference"
-    svc = client.CoreV1Api(api).read_namespaced_service(name, namespace)
+    core = client.CoreV1Api(api)
+
+    def service() -> Any:
+        # Applied right after the Deployments, in the same reconcile: a moment later.
+        try:
+            return core.read_namespaced_service(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    svc = wait_for(service, 20, "the Service")
     assert svc.spec.selector["app.kubernetes.io/instance"] == name
 
     def observed() -> dict[str, Any] | None:

@@ -349,6 +349,11 @@ def test_no_probe_at_the_load_where_speculation_saturated() -> None:
     calm = Observation(baseline=pool(acceptance=None, request_rate=8.0))
     _, reasons = run(state, [calm], start=state.mode_since + 900)
     assert reasons == ["Baseline->Probing:ProbeStarted"]
+    # A window with few completions per replica (requests longer than the window) records nothing.
+    short = PolicySpec(window="10s")
+    slow = Observation(speculative=pool(waiting=6.0, request_rate=0.6))  # 3 per replica in 10 s
+    state, reasons = run(PolicyState(mode=SPECULATIVE), [slow] * 3, policy=short)
+    assert reasons == ["Speculative->Baseline:LoadSaturation"] and state.saturation_rate is None
 
 
 def test_lost_probes_double_the_cooldown_and_a_win_resets_it() -> None:
