@@ -9,6 +9,6 @@ step 1/3 "python environment"
 hack/setup-python.sh
 step 2/3 "test world binaries"
 hack/setup-testbed.sh
-step 3/3 "demo (about 5 minutes)"
+step 3/3 "demo (about 7 minutes)"
 mkdir -p .local
 exec "$VENV/bin/specops" demo --run-dir .local/demo --plot .local/demo-timeline.png "$@"

@@ -111,7 +111,7 @@ def test_ramp_falls_back_then_returns_by_probe(api: client.ApiClient, deployed: 
     load = Load(api, ns, [
         {"name": "low", "duration": "30s", "qps": LOW_QPS, "temperature": 0.2, **PROMPT},
         {"name": "surge", "duration": "70s", "qps": SURGE_QPS, "temperature": 0.2, **PROMPT},
-        {"name": "calm", "duration": "130s", "qps": LOW_QPS, "temperature": 0.2, **PROMPT},
+        {"name": "calm", "duration": "230s", "qps": LOW_QPS, "temperature": 0.2, **PROMPT},
     ])  # fmt: skip
     si = wait_mode(api, ns, "Speculative", 10)
     assert condition(si, "MetricsAvailable").get("status") in ("True", "Unknown")
@@ -120,10 +120,11 @@ def test_ramp_falls_back_then_returns_by_probe(api: client.ApiClient, deployed: 
     onset = load.phase_started("surge")
     print(f"\nsurge onset -> Deployments at baseline: {changed - onset:.1f} s")
     assert reasons(si)[-1] in ("LoadSaturation", "TailLatencyRegression", "TailGapWidening"), reasons(si)
-    # Load drops; after the cooldown a probe runs one replica speculative beside a baseline one...
-    wait_mode(api, ns, "Probing", 120)
+    # Load drops; after the cooldown, once the baseline pool has worked off the queue the switch
+    # left it (no probe while it queues), a probe runs one replica speculative beside it...
+    wait_mode(api, ns, "Probing", 230)
     wait_split(api, ns, 1, 1, 20)
-    # ...and wins its way back (a probe started while the surge lasts loses first).
+    # ...and wins its way back.
     si = wait_mode(api, ns, "Speculative", 180)
     wait_split(api, ns, 2, 0, 20)
     assert reasons(si)[-2:] == ["ProbeStarted", "ProbeWon"], reasons(si)
