@@ -6,7 +6,8 @@ import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
-from specops.sim.fleet import Run
+from specops.policy import PoolMetrics
+from specops.sim.fleet import Run, TimelinePoint
 from specops.sim.suite import ALWAYS, DYNAMIC, NEVER, ORACLE, SPECOPS, SPECOPS_SURGE, ScenarioResult
 
 MODE_COLORS = {"Speculative": "#c8e6c9", "Baseline": "#ffcdd2", "Probing": "#fff9c4"}
@@ -118,11 +119,12 @@ def plot(result: ScenarioResult, path: Path) -> None:
         f"{result.scenario.name}: SpecOps (green Speculative, yellow Probing, red Baseline), simulated"
     )
 
-    def acc(p: object) -> float | None:
-        m = getattr(p, "speculative", None)
-        return None if m is None else m.acceptance
-
-    axes[1].plot(ts, [acc(p) for p in pts], color="tab:blue", label="acceptance (speculative pool)")
+    axes[1].plot(
+        ts,
+        [p.speculative.acceptance if p.speculative else None for p in pts],
+        color="tab:blue",
+        label="acceptance (speculative pool)",
+    )
     policy = result.spec.policy
     axes[1].axhline(
         policy.min_acceptance_rate, color="tab:red", linewidth=0.8, linestyle=":", label="minAcceptanceRate"
@@ -138,8 +140,8 @@ def plot(result: ScenarioResult, path: Path) -> None:
     axes[1].set_ylabel("acceptance")
     axes[1].legend(loc="lower right")
 
-    def p99(metrics: object) -> float | None:
-        value = getattr(metrics, "tpot_p99", None)
+    def p99(metrics: PoolMetrics | None) -> float | None:
+        value = None if metrics is None else metrics.tpot_p99
         return None if value is None else value * 1000
 
     axes[2].plot(ts, [p99(p.speculative) for p in pts], color="tab:green", label="SpecOps: speculative pool")
@@ -158,10 +160,8 @@ def plot(result: ScenarioResult, path: Path) -> None:
     if SPECOPS_SURGE in result.runs:
         surged = result.runs[SPECOPS_SURGE].timeline
 
-        def worst(p: object) -> float | None:
-            values = [
-                v for v in (p99(getattr(p, "speculative", None)), p99(getattr(p, "baseline", None))) if v
-            ]
+        def worst(p: TimelinePoint) -> float | None:
+            values = [v for v in (p99(p.speculative), p99(p.baseline)) if v]
             return max(values) if values else None
 
         axes[2].plot(

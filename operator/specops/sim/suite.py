@@ -89,8 +89,7 @@ class ScenarioResult:
     @property
     def regime_changes(self) -> int:
         """How often the best static configuration changes between consecutive phases."""
-        choices = [self.oracle_choice[p.name] for p in self.scenario.phases if p.name in self.oracle_choice]
-        return sum(1 for a, b in itertools.pairwise(choices) if a != b)
+        return _changes(self.oracle_choice)
 
     @property
     def switches(self) -> int:
@@ -187,6 +186,7 @@ def run_scenario(
 
 
 def _changes(choice: dict[str, str]) -> int:
+    """Changes between consecutive phases' choices (``choice`` is in phase order)."""
     values = list(choice.values())
     return sum(1 for a, b in itertools.pairwise(values) if a != b)
 
