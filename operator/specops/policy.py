@@ -363,14 +363,13 @@ def _transition(
 ) -> tuple[PolicyState, Transition]:
     t = Transition(now, state.mode, to, reason, message)
     history = (*state.history, t)[-HISTORY_LIMIT:]
-    # Lost probes in a row since the last fallback: each doubles the next cooldown.
-    lost = (
-        state.lost_probes + 1
-        if reason == "ProbeLost"
-        else 0
-        if SPECULATIVE in (to, state.mode)
-        else state.lost_probes
-    )
+    # Lost probes in a row since the last fallback: each doubles the next cooldown.  A switch into
+    # or out of Speculative (a fallback, a won probe, a pin) starts the count afresh.
+    lost = state.lost_probes
+    if reason == "ProbeLost":
+        lost += 1
+    elif SPECULATIVE in (to, state.mode):
+        lost = 0
     new = replace(state, mode=to, mode_since=now, breaches=0, recoveries=0, lost_probes=lost, history=history)
     return new, t
 
