@@ -3,7 +3,7 @@ the product's demo figures.
 
 Runs DOMAIN.md section 2's four measurements (Llama-3-70B on 4 x H100: a draft model on ShareGPT,
 n-gram on CNN/DailyMail, each at QPS 1 and at high QPS) in virtual time: Poisson arrivals through
-``specops.emulator.perf.Engine``, no sleeping.  Prints measured against published factors (baseline
+``specops_testkit.emulator.perf.Engine``, no sleeping.  Prints measured against published factors (baseline
 TPOT over speculative TPOT) and whether each is within +-15%.
 
 Then the demo configuration (Llama-3.1-70B INT8 + Llama-3.1-8B draft, k=5, TP 2 on 80 GiB GPUs,
@@ -22,7 +22,7 @@ import argparse
 import sys
 import time
 
-from specops.emulator.calibration import (
+from specops_testkit.emulator.calibration import (
     DEMO_MAX_TOKENS,
     DEMO_PROMPT_TOKENS,
     DEMO_TEMPERATURE,

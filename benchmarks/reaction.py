@@ -33,11 +33,11 @@ from kubernetes import client
 from specops.api.crd import build_crd
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION, parse_duration
 from specops.controller.main import OperatorThread
-from specops.reconcile import epoch
-from specops.testbed.demo import local_operator
-from specops.testbed.loadgen import endpoints_resolver, run_load
-from specops.testbed.scenario import Scenario
-from specops.testbed.stack import Testbed
+from specops.plan.reconcile import epoch
+from specops_testkit.testbed.demo import local_operator
+from specops_testkit.testbed.loadgen import endpoints_resolver, run_load
+from specops_testkit.testbed.scenario import Scenario
+from specops_testkit.testbed.stack import Testbed
 
 ROOT = Path(__file__).resolve().parents[1]
 RESOURCE = ROOT / "manifests" / "examples" / "demo-llama70b.yaml"

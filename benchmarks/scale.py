@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from specops.testbed.scale import Measurement, ScaleRun, Settings, local_world
+from specops_testkit.testbed.scale import Measurement, ScaleRun, Settings, local_world
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = [

@@ -11,8 +11,8 @@ hack/setup-python.sh
 step 2/6 "test world: etcd, Prometheus, kube-apiserver + kube-controller-manager (built once, cached)"
 hack/setup-testbed.sh
 step 3/6 "ruff (lint + format check)"
-"$VENV/bin/ruff" check operator tests benchmarks
-"$VENV/bin/ruff" format --check operator tests benchmarks
+"$VENV/bin/ruff" check operator testkit tests benchmarks
+"$VENV/bin/ruff" format --check operator testkit tests benchmarks
 step 4/6 "mypy (strict, package)"
 "$VENV/bin/mypy"
 step 5/6 "import layers (import-linter)"

@@ -1,7 +1,7 @@
 """Cluster fixtures (a pytest plugin, loaded with ``-p tests.cluster``): one real test world per
 session, a namespace and an operator per test, shared by the integration and packaging suites.
 
-The test world is started by the project's own code (specops.testbed); a missing binary or a
+The test world is started by the project's own code (specops_testkit.testbed); a missing binary or a
 failed start is an error, never a skip.  Set SPECOPS_TEST_RUN_DIR to keep its files and logs.
 """
 
@@ -25,9 +25,9 @@ from kubernetes.client.exceptions import ApiException
 from specops.api.crd import build_crd
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops.controller.main import OperatorOptions, OperatorThread
-from specops.testbed.audit import writes_by
-from specops.testbed.controlplane import OPERATOR_USER, free_port
-from specops.testbed.stack import Testbed
+from specops_testkit.testbed.audit import writes_by
+from specops_testkit.testbed.controlplane import OPERATOR_USER, free_port
+from specops_testkit.testbed.stack import Testbed
 
 T = TypeVar("T")
 
@@ -53,7 +53,7 @@ class ExternalCluster:
     Tests that need the local world's insides (its audit log, the pod runner) are skipped there."""
 
     def __init__(self, kubeconfig: str, prometheus_url: str) -> None:
-        from specops.testbed.controlplane import install_crds
+        from specops_testkit.testbed.controlplane import install_crds
 
         self.kubeconfig = Path(kubeconfig)
         self.prometheus_url = prometheus_url

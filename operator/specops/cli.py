@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from enum import StrEnum
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,10 +20,10 @@ import yaml
 from specops import __version__
 from specops.api.crd import build_crd
 from specops.api.docs import api_reference
+from specops.api.findings import Finding
 from specops.api.v1alpha1 import SpeculativeInference
-from specops.findings import Finding
-from specops.render import PoolSplit, RenderError, initial_split, render_all
-from specops.validation import CheckReport, ResourceError, check_resource, load_resource
+from specops.checks.validation import CheckReport, ResourceError, check_resource, load_resource
+from specops.render.manifests import PoolSplit, RenderError, initial_split, render_all
 
 EXIT_OK, EXIT_ERRORS, EXIT_UNREADABLE = 0, 1, 2
 
@@ -338,56 +340,41 @@ def run(
     )
 
 
-@app.command()
-def demo(
-    resource: Annotated[Path, typer.Option(help="Resource to deploy.")] = Path(
-        "manifests/examples/demo-llama70b.yaml"
-    ),
-    scenario: Annotated[Path, typer.Option(help="Load scenario.")] = Path("scenarios/demo.yaml"),
-    run_dir: Annotated[Path, typer.Option(help="Where logs and state go.")] = Path(".local/demo"),
-    plot: Annotated[Path, typer.Option(help="Timeline PNG to write.")] = Path("demo-timeline.png"),
-    keep: Annotated[bool, typer.Option(help="Keep everything running afterwards (Ctrl-C stops).")] = False,
-) -> None:
-    """Run the operator on the local closed loop: falls back under a surge, probes, re-enables."""
-    from specops.testbed.demo import run_demo
-
-    run_demo(resource, scenario, run_dir, plot, keep=keep)
+# Commands that come with the test kit (a distribution of its own, never in the operator image):
+# it registers them under this entry-point group, so the product never imports it.
+KIT_COMMANDS = {
+    "demo": "Run the operator on the local closed loop (needs the test kit).",
+    "simulate": "Compare strategies on scenarios, faster than real time (needs the test kit).",
+}
 
 
-@app.command()
-def simulate(
-    scenarios: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Scenario files (default: every scenarios/*.yaml with a resource)."),
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Where simulation.md and the PNG timelines go.")] = Path(
-        ".local/benchmarks"
-    ),
-    scale: Annotated[float, typer.Option(help="Phase length factor (0.1 for a smoke run).")] = 1.0,
-    plots: Annotated[bool, typer.Option(help="Write PNG timelines.")] = True,
-) -> None:
-    """Compare always/never-speculative, vLLM's dynamic table, SpecOps and an oracle on scenarios,
-    faster than real time (the emulator's performance model, the operator's policy in the loop)."""
-    import time
+def _kit_missing(name: str) -> Callable[[], None]:
+    def command() -> None:
+        typer.echo(
+            f"error: `specops {name}` comes with the SpecOps test kit, which is not installed here "
+            "(the operator image never contains it). From a checkout: ./hack/setup-python.sh, or "
+            "pip install -e ./testkit",
+            err=True,
+        )
+        raise typer.Exit(2)
 
-    from specops.sim import report
-    from specops.sim.suite import run_file
-    from specops.testbed.scenario import load_scenario
+    return command
 
-    paths = scenarios or sorted(p for p in Path("scenarios").glob("*.yaml") if load_scenario(p).resource)
-    results = []
-    for n, path in enumerate(paths, 1):
-        t0 = time.monotonic()
-        typer.echo(f"[{n}/{len(paths)}] {path.name} ...", err=True)
-        try:
-            results.append(run_file(path, scale))
-        except (OSError, ValueError) as exc:
-            typer.echo(f"error: {path}: {exc}", err=True)
-            raise typer.Exit(2) from None
-        typer.echo(f"[{n}/{len(paths)}] {path.name} done in {time.monotonic() - t0:.0f} s", err=True)
-    written = report.write(results, out, with_plots=plots)
-    typer.echo(report.summary_table(results))
-    typer.echo(f"\nfull report: {written}")
+
+def _add_kit_commands() -> None:
+    found = {ep.name: ep for ep in entry_points(group="specops.commands")}
+    for name, help_text in KIT_COMMANDS.items():
+        if name in found:
+            app.command(name)(found[name].load())
+        else:
+            app.command(
+                name,
+                help=help_text,
+                context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+            )(_kit_missing(name))
+
+
+_add_kit_commands()
 
 
 @app.command()

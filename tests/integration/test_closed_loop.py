@@ -13,12 +13,12 @@ import pytest
 from kubernetes import client
 
 from specops.controller.kube import Kube
-from specops.emulator.calibration import demo_acceptance
-from specops.promql import Signal, build_queries
-from specops.render import PoolSplit, render_all
-from specops.testbed.loadgen import endpoints_resolver, run_load
-from specops.testbed.scenario import Scenario
-from specops.testbed.stack import Testbed
+from specops.metrics.promql import Signal, build_queries
+from specops.render.manifests import PoolSplit, render_all
+from specops_testkit.emulator.calibration import demo_acceptance
+from specops_testkit.testbed.loadgen import endpoints_resolver, run_load
+from specops_testkit.testbed.scenario import Scenario
+from specops_testkit.testbed.stack import Testbed
 from tests.cluster import local_only, wait_for
 from tests.conftest import load_example
 

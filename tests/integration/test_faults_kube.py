@@ -36,7 +36,7 @@ from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops.controller.kube import Kube
-from specops.testbed.stack import Testbed
+from specops_testkit.testbed.stack import Testbed
 from tests.cluster import (
     condition,
     create_si,

@@ -23,10 +23,10 @@ import pytest
 from kubernetes import client
 from prometheus_client import REGISTRY
 
-from specops.testbed.faultproxy import Fault, FaultProxy
-from specops.testbed.loadgen import endpoints_resolver, run_load
-from specops.testbed.scenario import Scenario
-from specops.testbed.stack import Testbed
+from specops_testkit.testbed.faultproxy import Fault, FaultProxy
+from specops_testkit.testbed.loadgen import endpoints_resolver, run_load
+from specops_testkit.testbed.scenario import Scenario
+from specops_testkit.testbed.stack import Testbed
 from tests.cluster import condition, create_si, event_reasons, get_si, wait_for
 from tests.integration.test_policy_loop import NAME, demo_doc, reasons, wait_mode, wait_split
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from specops.testbed.stack import Testbed
+from specops_testkit.testbed.stack import Testbed
 from tests.cluster import condition, create_si, get_si, local_only, operator_writes, wait_for
 from tests.conftest import EXAMPLES
 from tests.reliability.strategies import Hostile, hostile_resources

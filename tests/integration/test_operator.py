@@ -15,7 +15,7 @@ from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
-from specops.testbed.stack import Testbed
+from specops_testkit.testbed.stack import Testbed
 from tests.cluster import (
     POD_MONITOR_CRD,
     condition,
@@ -334,7 +334,7 @@ def test_pod_monitor_when_its_kind_is_served(
     api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any
 ) -> None:
     """A stand-in for the Prometheus Operator's CRD (only its kind matters to SpecOps)."""
-    from specops.testbed.controlplane import install_crds
+    from specops_testkit.testbed.controlplane import install_crds
 
     install_crds(testbed.kubeconfig, [POD_MONITOR_CRD])
     start_operator()

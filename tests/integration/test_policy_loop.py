@@ -21,9 +21,9 @@ import yaml
 from kubernetes import client
 from prometheus_client import REGISTRY
 
-from specops.testbed.loadgen import Record, endpoints_resolver, run_load
-from specops.testbed.scenario import Scenario
-from specops.testbed.stack import Testbed
+from specops_testkit.testbed.loadgen import Record, endpoints_resolver, run_load
+from specops_testkit.testbed.scenario import Scenario
+from specops_testkit.testbed.stack import Testbed
 from tests.cluster import (
     condition,
     create_si,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from specops.testbed.scale import ScaleRun, Settings, World
-from specops.testbed.stack import Testbed
+from specops_testkit.testbed.scale import ScaleRun, Settings, World
+from specops_testkit.testbed.stack import Testbed
 from tests.cluster import local_only
 
 pytestmark = pytest.mark.integration

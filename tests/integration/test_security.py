@@ -32,9 +32,9 @@ import yaml
 from kubernetes import client
 
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
-from specops.promql import build_queries, selector
-from specops.testbed.controlplane import free_port
-from specops.testbed.stack import Testbed
+from specops.metrics.promql import build_queries, selector
+from specops_testkit.testbed.controlplane import free_port
+from specops_testkit.testbed.stack import Testbed
 from tests.cluster import (
     _webhook_points_at,
     condition,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from specops.testbed.controlplane import cache_dir
+from specops_testkit.testbed.controlplane import cache_dir
 from tests.conftest import ROOT
 
 CHART = ROOT / "charts" / "specops"

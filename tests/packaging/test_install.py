@@ -30,8 +30,8 @@ from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops.controller.main import OperatorOptions, OperatorThread
-from specops.testbed.controlplane import free_port, install_crds
-from specops.testbed.stack import Testbed
+from specops_testkit.testbed.controlplane import free_port, install_crds
+from specops_testkit.testbed.stack import Testbed
 from tests.cluster import POD_MONITOR_CRD, create_si, deployment, get_si, wait_for
 from tests.conftest import EXAMPLES
 from tests.packaging import rbac

@@ -3,7 +3,7 @@ packaging tests use them) plus the apiserver's own checks that no schema express
 quantities, names, env sources, tolerations), written from k8s.io/apimachinery and the core/v1
 validation of Kubernetes 1.20, the test world's apiserver (stricter than 1.32 where they differ).
 
-Deliberately independent of ``specops.validation``: it is what the operator's checks are tested
+Deliberately independent of ``specops.checks.validation``: it is what the operator's checks are tested
 against, so it must not share their code.
 """
 

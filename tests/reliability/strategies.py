@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from hypothesis import strategies as st
 
-from specops.catalog import GPU_TYPES, MODELS
+from specops.api.catalog import GPU_TYPES, MODELS
 from tests.conftest import EXAMPLES, VALID_EXAMPLES
 from tests.unit.test_properties import resources
 

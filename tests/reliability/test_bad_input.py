@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from specops.admission import review
 from specops.api.v1alpha1 import parse_duration
+from specops.checks.admission import review
+from specops.checks.validation import load_resource
 from specops.controller.evaluator import Evaluator
 from specops.controller.reconciler import Reconciler
-from specops.render import render_all
-from specops.validation import load_resource
+from specops.render.manifests import render_all
 from tests.conftest import deep_merge, make_doc
 from tests.reliability.k8s import manifest_problems
 from tests.reliability.test_fuzz import FakeKube

@@ -23,14 +23,14 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 
-from specops.admission import review
 from specops.api.crd import build_crd
+from specops.api.findings import Finding
+from specops.checks.admission import review
+from specops.checks.validation import ResourceError, check_resource, load_resource
 from specops.controller.evaluator import Evaluator
 from specops.controller.reconciler import Reconciler
-from specops.findings import Finding
-from specops.policy import Observation, PoolMetrics
-from specops.render import OwnerRef, PoolSplit, render_all
-from specops.validation import ResourceError, check_resource, load_resource
+from specops.policy.decide import Observation, PoolMetrics
+from specops.render.manifests import OwnerRef, PoolSplit, render_all
 from tests.reliability.k8s import is_dns1123_subdomain, manifest_problems
 from tests.reliability.strategies import Hostile, hostile_resources
 

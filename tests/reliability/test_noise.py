@@ -1,6 +1,6 @@
 """Noise: acceptance oscillating +-0.05 around minAcceptanceRate for one simulated hour.
 
-The simulator (specops.sim) serves the traffic with the emulator's model and runs the operator's
+The simulator (specops_testkit.sim) serves the traffic with the emulator's model and runs the operator's
 real policy and rollout code.  Acceptance is set through the temperature (the emulator's
 acceptance falls with it), switching every minute (a square wave) or every 15-90 s at random
 within the band.  SpecOps may fall back once (half the windows are below the threshold) but must
@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from specops.api.v1alpha1 import PolicySpec, SpeculativeInference, SpeculativeInferenceSpec
-from specops.emulator.calibration import demo_acceptance
-from specops.sim.suite import SPECOPS, run_scenario
-from specops.testbed.scenario import Scenario
+from specops_testkit.emulator.calibration import demo_acceptance
+from specops_testkit.sim.suite import SPECOPS, run_scenario
+from specops_testkit.testbed.scenario import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = ROOT / "scenarios" / "resources" / "chat-llama70b.yaml"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specops.promql import build_queries, escape_string, promql_duration, selector
+from specops.metrics.promql import build_queries, escape_string, promql_duration, selector
 
 HOSTILE = [
     '"} or vector(1) #',

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from specops.api.catalog import GIB, MODELS
 from specops.api.v1alpha1 import SpeculativeInferenceSpec
-from specops.budget import plan_budget
-from specops.catalog import GIB, MODELS
+from specops.vllm.budget import plan_budget
 from tests.conftest import make_si
 
 GB = 1e9

@@ -1,6 +1,6 @@
 import pytest
 
-from specops.catalog import GPUS, MODELS, lookup_model, normalise_model_id
+from specops.api.catalog import GPUS, MODELS, lookup_model, normalise_model_id
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from specops.controller.reconciler import CONFLICT_ATTEMPTS, Reconciler
-from specops.policy import Observation, PoolMetrics
-from specops.reconcile import contains, needs_apply, rollout_step
-from specops.render import PoolSplit, render_all
+from specops.plan.reconcile import contains, needs_apply, rollout_step
+from specops.policy.decide import Observation, PoolMetrics
+from specops.render.manifests import PoolSplit, render_all
 from tests.conftest import make_doc, make_si
 
 # ------------------------------------------------------------- keyed lists and managed fields

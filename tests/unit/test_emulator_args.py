@@ -12,8 +12,10 @@ import pytest
 import yaml
 
 from specops.api.v1alpha1 import Method, Quantization, SpeculativeInference
-from specops.dialect import Dialect, parse_version
-from specops.emulator.args import (
+from specops.checks.validation import load_resource
+from specops.render.manifests import Pool, vllm_args
+from specops.vllm.dialect import Dialect, parse_version
+from specops_testkit.emulator.args import (
     ENV_CHECKPOINT_QUANTIZATION,
     ENV_GPU_MEMORY_GIB,
     ENV_VERSION,
@@ -26,8 +28,6 @@ from specops.emulator.args import (
     parse_args,
     uses_v0_engine,
 )
-from specops.render import Pool, vllm_args
-from specops.validation import load_resource
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 V = parse_version
@@ -337,7 +337,7 @@ def test_environment_selects_version_and_gpu_memory() -> None:
 
 def _run_cli(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "specops.emulator", *argv],
+        [sys.executable, "-m", "specops_testkit.emulator", *argv],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from specops.api.v1alpha1 import Method
-from specops.emulator import calibration
-from specops.emulator.perf import (
+from specops_testkit.emulator import calibration
+from specops_testkit.emulator.perf import (
     V0_CONSTANTS,
     Engine,
     EngineConfig,
@@ -27,7 +27,7 @@ from specops.emulator.perf import (
     per_position_alpha,
     temperature_factor,
 )
-from specops.emulator.workload import CHAT, poisson_requests, run_virtual
+from specops_testkit.emulator.workload import CHAT, poisson_requests, run_virtual
 
 TARGET_8B = ModelFigures(8_030_000_000, 16.06e9, 131_072, 1)
 HEAD = ModelFigures(420_000_000, 0.84e9, 4_096, 1)

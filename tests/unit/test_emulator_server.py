@@ -15,13 +15,13 @@ import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from specops.dialect import parse_version
-from specops.emulator.args import ServingConfig, derive_config, parse_args
-from specops.emulator.metrics import E2E_BUCKETS_SHORT, ITL_BUCKETS, MetricSet
-from specops.emulator.perf import PromptKind, acceptance, per_position_alpha
-from specops.emulator.server import Emulator, ServerSettings
-from specops.render import Pool, vllm_args
-from specops.validation import load_resource
+from specops.checks.validation import load_resource
+from specops.render.manifests import Pool, vllm_args
+from specops.vllm.dialect import parse_version
+from specops_testkit.emulator.args import ServingConfig, derive_config, parse_args
+from specops_testkit.emulator.metrics import E2E_BUCKETS_SHORT, ITL_BUCKETS, MetricSet
+from specops_testkit.emulator.perf import PromptKind, acceptance, per_position_alpha
+from specops_testkit.emulator.server import Emulator, ServerSettings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 FAST = ServerSettings(time_scale=200.0, load_seconds=0.3, seed=11)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from specops.controller.evaluator import Evaluator
-from specops.policy import Observation
+from specops.policy.decide import Observation
 
 
 class FakeReconciler:

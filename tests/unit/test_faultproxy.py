@@ -13,8 +13,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from specops.controller.evaluator import describe_failure, prometheus_query
-from specops.promql import parse_vector
-from specops.testbed.faultproxy import Fault, FaultProxy, rewrite
+from specops.metrics.promql import parse_vector
+from specops_testkit.testbed.faultproxy import Fault, FaultProxy, rewrite
 
 ROW = {
     "metric": {"namespace": "ns", "specops_name": "a", "specops_pool": "speculative"},

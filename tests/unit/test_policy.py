@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specops.api.v1alpha1 import PolicySpec
-from specops.observation import build_observations, conditional_acceptance
-from specops.policy import (
+from specops.metrics.observation import build_observations, conditional_acceptance
+from specops.metrics.promql import Sample, Signal
+from specops.plan.reconcile import observed_fields, policy_state_from_status, policy_status_fields
+from specops.policy.decide import (
     BASELINE,
     PROBING,
     SPECULATIVE,
@@ -25,8 +27,6 @@ from specops.policy import (
     decide,
     probe_cooldown,
 )
-from specops.promql import Sample, Signal
-from specops.reconcile import observed_fields, policy_state_from_status, policy_status_fields
 
 POLICY = PolicySpec()  # defaults: min 0.5, break-even 0.65, 3 breaches, 3 recoveries, cooldown 10m
 

@@ -12,17 +12,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from specops.api.catalog import GPU_TYPES, MODELS
 from specops.api.v1alpha1 import SpeculativeInference
-from specops.catalog import GPU_TYPES, MODELS
-from specops.dialect import (
+from specops.checks.validation import check_resource
+from specops.render.manifests import Pool, PoolSplit, RenderError, render_all, vllm_args
+from specops.vllm.dialect import (
     Dialect,
     dialect_for,
     flag_allowed,
     parse_version,
     speculative_config_keys,
 )
-from specops.render import Pool, PoolSplit, RenderError, render_all, vllm_args
-from specops.validation import check_resource
 from tests.conftest import make_si
 
 K8S_VERSION = "1.32.0"

@@ -5,8 +5,9 @@ from typing import Any
 
 import pytest
 
-from specops.admission import review, review_scale
-from specops.reconcile import (
+from specops.checks.admission import review, review_scale
+from specops.checks.validation import check_resource
+from specops.plan.reconcile import (
     BASELINE,
     PROBING,
     SPECULATIVE,
@@ -20,8 +21,7 @@ from specops.reconcile import (
     split_for_mode,
     status_changes,
 )
-from specops.render import Pool, PoolSplit, render_all
-from specops.validation import check_resource
+from specops.render.manifests import Pool, PoolSplit, render_all
 from tests.conftest import make_doc, make_si
 
 
@@ -153,7 +153,7 @@ def test_admission_review() -> None:
 
 
 def test_figures_refresh_only_when_state_changes_or_they_age() -> None:
-    from specops.reconcile import keep_figures_fresh_enough
+    from specops.plan.reconcile import keep_figures_fresh_enough
 
     old = {"mode": "Speculative", "verdict": "Healthy", "verdictReason": "Healthy", "counters": {"breaches": 0},
            "observed": {"windowEnd": "2026-01-01T00:00:00Z", "acceptanceRate": 0.7}, "verdictMessage": "old"}  # fmt: skip
@@ -188,7 +188,7 @@ def test_figures_refresh_only_when_state_changes_or_they_age() -> None:
 def test_rollout_step_moves_one_replica_at_a_time(
     target: PoolSplit, applied: PoolSplit | None, growing_ready: int, expected: PoolSplit
 ) -> None:
-    from specops.reconcile import rollout_step
+    from specops.plan.reconcile import rollout_step
 
     step = rollout_step(target, applied, growing_ready)
     assert step == expected
@@ -197,7 +197,7 @@ def test_rollout_step_moves_one_replica_at_a_time(
 
 def _walk(target: PoolSplit, start: PoolSplit, surge: int) -> list[PoolSplit]:
     """Every split a switch applies, each step's growing pool becoming ready before the next."""
-    from specops.reconcile import growing_pool, rollout_step
+    from specops.plan.reconcile import growing_pool, rollout_step
 
     steps = [start]
     while steps[-1] != target and len(steps) < 50:

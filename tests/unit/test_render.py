@@ -6,8 +6,7 @@ from typing import Any
 import pytest
 
 from specops.api.v1alpha1 import SpeculativeInference
-from specops.dialect import CONFIG_KEY_GATES, LEGACY_FLAG_GATES, parse_version
-from specops.render import (
+from specops.render.manifests import (
     LABEL_POOL,
     OwnerRef,
     Pool,
@@ -20,6 +19,7 @@ from specops.render import (
     speculative_config,
     vllm_args,
 )
+from specops.vllm.dialect import CONFIG_KEY_GATES, LEGACY_FLAG_GATES, parse_version
 from tests.conftest import load_example, make_si
 
 

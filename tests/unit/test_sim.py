@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from specops.api.v1alpha1 import SpeculativeInference, SpeculativeInferenceSpec
-from specops.policy import BASELINE, PROBING, SPECULATIVE
-from specops.sim.fleet import histogram_quantile, simulate
-from specops.sim.suite import ALWAYS, NEVER, ORACLE, SPECOPS, run_scenario
-from specops.testbed.scenario import Scenario, arrivals, load_scenario
+from specops.policy.decide import BASELINE, PROBING, SPECULATIVE
+from specops_testkit.sim.fleet import histogram_quantile, simulate
+from specops_testkit.sim.suite import ALWAYS, NEVER, ORACLE, SPECOPS, run_scenario
+from specops_testkit.testbed.scenario import Scenario, arrivals, load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = ROOT / "scenarios" / "resources" / "chat-llama70b.yaml"
@@ -38,7 +38,7 @@ def chat_spec() -> SpeculativeInferenceSpec:
     ],
 )
 def test_histogram_quantile_matches_prometheus(q: float, values: list[float], expected: float | None) -> None:
-    from specops.emulator.metrics import ITL_BUCKETS
+    from specops_testkit.emulator.metrics import ITL_BUCKETS
 
     got = histogram_quantile(q, ITL_BUCKETS, values)
     if expected is None:

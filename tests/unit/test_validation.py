@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from specops.validation import ResourceError, check_resource, load_resource
+from specops.checks.validation import ResourceError, check_resource, load_resource
 from tests.conftest import deep_merge, make_doc, make_si
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from specops.dialect import parse_version
-from specops.render import Pool, vllm_args
-from specops.validation import check_resource
+from specops.checks.validation import check_resource
+from specops.render.manifests import Pool, vllm_args
+from specops.vllm.dialect import parse_version
 from tests.conftest import make_si
 
 vllm = pytest.importorskip("vllm", reason="real vLLM not installed (optional extra 'vllm')")

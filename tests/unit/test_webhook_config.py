@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from specops.controller.main import OperatorOptions, ServiceWebhookServer, _webhook_server, parse_service_ref
-from specops.testbed.controlplane import free_port
+from specops_testkit.testbed.controlplane import free_port
 
 
 @pytest.mark.parametrize(

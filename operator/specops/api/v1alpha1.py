@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from specops.catalog import GPU_TYPES
+from specops.api.catalog import GPU_TYPES
 
 GROUP = "specops.dev"
 VERSION = "v1alpha1"

@@ -24,9 +24,9 @@ from urllib3.util.retry import Retry
 from specops.api.v1alpha1 import parse_duration
 from specops.controller import metrics
 from specops.controller.reconciler import Reconciler
-from specops.observation import Key, build_observations
-from specops.policy import Observation
-from specops.promql import Sample, Signal, build_queries, parse_vector, promql_duration
+from specops.metrics.observation import Key, build_observations
+from specops.metrics.promql import Sample, Signal, build_queries, parse_vector, promql_duration
+from specops.policy.decide import Observation
 
 log = logging.getLogger("specops.evaluator")
 QueryFn = Callable[[str, str], Any]  # (url, query) -> data.result

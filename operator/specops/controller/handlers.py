@@ -16,11 +16,11 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from specops.admission import review, review_scale
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
+from specops.checks.admission import review, review_scale
 from specops.controller.evaluator import Evaluator
 from specops.controller.reconciler import Reconciler
-from specops.render import LABEL_MANAGED_BY, MANAGED_BY
+from specops.render.manifests import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger("specops.handlers")
 RESOURCE = (GROUP, VERSION, PLURAL)

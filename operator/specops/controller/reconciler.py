@@ -18,10 +18,10 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from specops.api.v1alpha1 import SpeculativeInferenceStatus
+from specops.checks.validation import ResourceError, check_resource, load_resource
 from specops.controller import metrics
 from specops.controller.kube import FIELD_MANAGER, Kube, now_rfc3339
-from specops.policy import BASELINE, Decision, Observation, decide
-from specops.reconcile import (
+from specops.plan.reconcile import (
     applied_split,
     current_mode,
     desired_status,
@@ -39,8 +39,8 @@ from specops.reconcile import (
     split_for_mode,
     status_changes,
 )
-from specops.render import OwnerRef, Pool, pool_name, render_all, render_pod_monitor
-from specops.validation import ResourceError, check_resource, load_resource
+from specops.policy.decide import BASELINE, Decision, Observation, decide
+from specops.render.manifests import OwnerRef, Pool, pool_name, render_all, render_pod_monitor
 
 log = logging.getLogger("specops.reconciler")
 T = TypeVar("T")

@@ -1,0 +1,461 @@
+"""GPU memory budget and draft/target pairing checks for one replica (pure).
+
+vLLM's KV cache budget is ``VRAM x gpu_memory_utilization - weights``, and every byte of draft
+weights is a byte of KV cache lost, one for one.  vLLM sizes the KV cache by its fullest GPU: with
+``draft.tensorParallelSize: 1`` under a target sharded over N GPUs, the draft sits on one GPU and
+the others' KV is capped to match, so the draft costs N times its size in KV cache.  Figures are
+per replica, in GiB (2^30 bytes).  They leave out vLLM's activation and CUDA graph reserve (a few
+GiB per GPU), so real KV capacity is somewhat lower: treat concurrency as an upper bound.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from specops.api.catalog import GIB, GPUS, ModelInfo, lookup_model
+from specops.api.findings import Finding, HasFindings, error, warning
+from specops.api.v1alpha1 import (
+    Architecture,
+    DraftQuantization,
+    DType,
+    KVCacheDType,
+    Method,
+    Quantization,
+    SpeculativeInferenceSpec,
+    parse_parameter_count,
+)
+from specops.vllm.dialect import DRAFT_TP_MUST_MATCH_SINCE, parse_version
+
+# DOMAIN rules of thumb (DOMAIN.md section 4).
+DRAFT_VRAM_SHARE_LIMIT = 0.15
+TARGET_VRAM_SHARE_LIMIT = 0.70
+# "About 1:8 to 1:12": warn outside 1:7 .. 1:14 so the well-known pairs (8B->70B is 1:8.8,
+# 7B->72B is 1:9.6) pass and 13B->70B (1:5.4) or 1B->70B (1:57) do not.
+SIZE_RATIO_MIN = 7.0
+SIZE_RATIO_MAX = 14.0
+# A draft that costs more than this share of concurrent sequences is worth a warning.
+CONCURRENCY_COST_WARN = 0.10
+# vLLM defaults max_model_len to the model's own context (128K for Llama 3.1); figures assume this.
+ASSUMED_MAX_MODEL_LEN = 8192
+# Far beyond any GPU, context or model shape; past them the figures overflow floating point.
+MAX_GPU_MEMORY_GIB = 4096.0
+MAX_MODEL_LEN = 2**24
+MAX_ARCHITECTURE = {"layers": 4096, "kvHeads": 4096, "headDim": 65536}
+
+_QUANT_BYTES = {
+    Quantization.FP8: 1.0,
+    Quantization.INT8: 1.0,
+    Quantization.AWQ: 0.5,
+    Quantization.GPTQ: 0.5,
+    Quantization.BITSANDBYTES: 0.5,
+}
+_DRAFT_QUANT_BYTES = {
+    DraftQuantization.FP8: 1.0,
+    DraftQuantization.AWQ: 0.5,
+    DraftQuantization.GPTQ: 0.5,
+}
+_DTYPE_BYTES = {DType.AUTO: 2.0, DType.BFLOAT16: 2.0, DType.FLOAT16: 2.0, DType.FLOAT32: 4.0}
+
+F_TARGET = "spec.target"
+F_DRAFT = "spec.speculation.draft"
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    """Figures for one model after catalog lookup and overrides; None where unknown."""
+
+    name: str
+    parameters: int | None
+    tokenizer: str | None
+    kv_elements_per_token: int | None
+    info: ModelInfo | None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPlan(HasFindings):
+    """The per-replica memory plan, with the findings that came from it."""
+
+    findings: tuple[Finding, ...]
+    vram_gib: float | None
+    target_weights_gib: float | None
+    draft_weights_gib: float | None
+    kv_cache_gib: float | None
+    kv_cache_gib_without_draft: float | None
+    draft_share_of_vram: float | None
+    size_ratio: float | None
+    max_concurrent_sequences: int | None
+    max_concurrent_sequences_without_draft: int | None
+    max_model_len: int
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fits(self) -> bool:
+        return not self.errors
+
+
+def resolve_model(
+    name: str,
+    parameters: int | str | None,
+    architecture: Architecture | None,
+    tokenizer: str | None,
+) -> ResolvedModel:
+    info = lookup_model(name)
+    params = parse_parameter_count(parameters) if parameters is not None else None
+    if params is None and info is not None:
+        params = info.parameters
+    if architecture is not None:
+        kv: int | None = architecture.layers * 2 * architecture.kv_heads * architecture.head_dim
+    else:
+        kv = info.kv_elements_per_token if info else None
+    return ResolvedModel(
+        name=name,
+        parameters=params,
+        tokenizer=tokenizer or (info.tokenizer if info else None),
+        kv_elements_per_token=kv,
+        info=info,
+    )
+
+
+def _gib(n_bytes: float) -> float:
+    return n_bytes / GIB
+
+
+def _r(x: float | None, digits: int = 2) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def vram_per_gpu_gib(spec: SpeculativeInferenceSpec) -> float:
+    res = spec.resources
+    if res.gpu_memory_gib is not None:
+        return res.gpu_memory_gib
+    assert res.gpu_type is not None  # the model validator requires one of the two
+    return GPUS[res.gpu_type].memory_gib
+
+
+def _out_of_range(spec: SpeculativeInferenceSpec) -> list[Finding]:
+    """Sizes no hardware or model has: refused before any arithmetic on them."""
+    out = []
+    gib = spec.resources.gpu_memory_gib
+    if gib is not None and not gib <= MAX_GPU_MEMORY_GIB:
+        out.append(
+            error(
+                "OutOfRange",
+                "spec.resources.gpuMemoryGiB",
+                f"{gib:g} GiB is not the memory of one GPU; at most {MAX_GPU_MEMORY_GIB:g}",
+            )
+        )
+    max_len = spec.target.max_model_len
+    if max_len is not None and max_len > MAX_MODEL_LEN:
+        out.append(
+            error("OutOfRange", f"{F_TARGET}.maxModelLen", f"{max_len} tokens: at most {MAX_MODEL_LEN}")
+        )
+    draft = spec.speculation.draft
+    archs = ((F_TARGET, spec.target.architecture), (F_DRAFT, draft.architecture if draft else None))
+    for where, arch in archs:
+        if arch is None:
+            continue
+        values = {"layers": arch.layers, "kvHeads": arch.kv_heads, "headDim": arch.head_dim}
+        for key, value in values.items():
+            if value > MAX_ARCHITECTURE[key]:
+                out.append(
+                    error(
+                        "OutOfRange",
+                        f"{where}.architecture.{key}",
+                        f"{value} is beyond any model; at most {MAX_ARCHITECTURE[key]}",
+                    )
+                )
+    return out
+
+
+def plan_budget(spec: SpeculativeInferenceSpec) -> BudgetPlan:
+    """Memory plan and pairing checks for one replica of ``spec``."""
+    out_of_range = _out_of_range(spec)
+    if out_of_range:
+        return BudgetPlan(
+            findings=tuple(out_of_range),
+            vram_gib=None,
+            target_weights_gib=None,
+            draft_weights_gib=None,
+            kv_cache_gib=None,
+            kv_cache_gib_without_draft=None,
+            draft_share_of_vram=None,
+            size_ratio=None,
+            max_concurrent_sequences=None,
+            max_concurrent_sequences_without_draft=None,
+            max_model_len=spec.target.max_model_len or ASSUMED_MAX_MODEL_LEN,
+        )
+    findings: list[Finding] = []
+    target_spec = spec.target
+    spec_cfg = spec.speculation
+    tp = target_spec.tensor_parallel_size
+    gpus = spec.resources.gpus_per_replica
+    util = spec.resources.gpu_memory_utilization
+
+    target = resolve_model(
+        target_spec.model, target_spec.parameters, target_spec.architecture, target_spec.tokenizer
+    )
+    if target.parameters is None:
+        findings.append(
+            error(
+                "UnknownModel",
+                f"{F_TARGET}.parameters",
+                f"target {target_spec.model!r} is not in the catalog; set spec.target.parameters "
+                "(e.g. '70.6B') and spec.target.architecture {layers, kvHeads, headDim}",
+            )
+        )
+
+    draft: ResolvedModel | None = None
+    if spec_cfg.draft is not None:
+        d = spec_cfg.draft
+        draft = resolve_model(d.model, d.parameters, d.architecture, d.tokenizer)
+        if draft.parameters is None:
+            findings.append(
+                error(
+                    "UnknownModel",
+                    f"{F_DRAFT}.parameters",
+                    f"draft {d.model!r} is not in the catalog; set spec.speculation.draft.parameters "
+                    "(e.g. '8B') and spec.speculation.draft.architecture",
+                )
+            )
+
+    # ---- pairing -------------------------------------------------------------------------------
+    draft_tp = tp
+    if spec_cfg.draft is not None and spec_cfg.draft.tensor_parallel_size is not None:
+        draft_tp = spec_cfg.draft.tensor_parallel_size
+        if draft_tp not in (1, tp):
+            findings.append(
+                error(
+                    "DraftTensorParallelSize",
+                    f"{F_DRAFT}.tensorParallelSize",
+                    f"draft tensorParallelSize {draft_tp} must be 1 or the target's "
+                    f"tensorParallelSize ({tp}); vLLM accepts nothing else",
+                )
+            )
+            draft_tp = tp
+    if gpus < tp:
+        findings.append(
+            error(
+                "TensorParallelExceedsGPUs",
+                "spec.resources.gpusPerReplica",
+                f"target.tensorParallelSize is {tp} but each replica gets {gpus} GPU(s); "
+                f"set resources.gpusPerReplica to {tp}",
+            )
+        )
+    elif gpus > tp:
+        findings.append(
+            warning(
+                "IdleGPUs",
+                "spec.resources.gpusPerReplica",
+                f"{gpus - tp} of {gpus} GPUs per replica are idle (tensorParallelSize {tp}); "
+                f"lower gpusPerReplica or raise tensorParallelSize",
+            )
+        )
+
+    if draft is not None and spec_cfg.method in (Method.DRAFT_MODEL, Method.EAGLE, Method.EAGLE3):
+        if target.tokenizer and draft.tokenizer and target.tokenizer != draft.tokenizer:
+            findings.append(
+                error(
+                    "TokenizerMismatch",
+                    f"{F_DRAFT}.model",
+                    f"draft {draft.name!r} uses the {draft.tokenizer} tokenizer, the target uses "
+                    f"{target.tokenizer}; speculation needs one vocabulary: pick a draft of the "
+                    "target's family",
+                )
+            )
+        elif not (target.tokenizer and draft.tokenizer):
+            findings.append(
+                warning(
+                    "TokenizerUnverified",
+                    f"{F_DRAFT}.tokenizer",
+                    "cannot check that draft and target share a tokenizer (a model is outside "
+                    "the catalog); set spec.target.tokenizer and spec.speculation.draft.tokenizer",
+                )
+            )
+
+    if spec_cfg.method is Method.MTP and target.info is not None and not target.info.has_mtp:
+        findings.append(
+            error(
+                "MethodUnsupportedByModel",
+                "spec.speculation.method",
+                f"{target_spec.model!r} has no multi-token-prediction layers; use draft_model, "
+                "eagle or ngram instead of mtp",
+            )
+        )
+
+    size_ratio: float | None = None
+    if spec_cfg.method is Method.DRAFT_MODEL and draft is not None and draft.parameters and target.parameters:
+        size_ratio = target.parameters / draft.parameters
+        if size_ratio < SIZE_RATIO_MIN:
+            findings.append(
+                warning(
+                    "SizeRatioOutOfRange",
+                    f"{F_DRAFT}.model",
+                    f"draft is 1:{size_ratio:.1f} of the target: too large, each draft step costs "
+                    "too much; aim for about 1:8 to 1:12 (e.g. 8B for a 70B target)",
+                )
+            )
+        elif size_ratio > SIZE_RATIO_MAX:
+            findings.append(
+                warning(
+                    "SizeRatioOutOfRange",
+                    f"{F_DRAFT}.model",
+                    f"draft is 1:{size_ratio:.0f} of the target: too small, it will draft weakly "
+                    "(low acceptance); aim for about 1:8 to 1:12 (e.g. 8B for a 70B target)",
+                )
+            )
+
+    if target_spec.quantization is not Quantization.NONE:
+        findings.append(
+            warning(
+                "QuantizedTarget",
+                "spec.target.quantization",
+                f"a target quantized to {target_spec.quantization.value} drifts from the "
+                "distribution the draft imitates and lowers acceptance; compare acceptance before "
+                "and after, prefer INT8 over INT4 for the target, and quantize the draft instead "
+                "where memory is short",
+            )
+        )
+
+    # ---- memory --------------------------------------------------------------------------------
+    per_gpu = vram_per_gpu_gib(spec)
+    used_gpus = min(gpus, tp)
+    vram = per_gpu * gpus
+    dtype_bytes = _DTYPE_BYTES[target_spec.dtype]
+    target_bpp = _QUANT_BYTES.get(target_spec.quantization, dtype_bytes)
+    target_w = _gib(target.parameters * target_bpp) if target.parameters else None
+
+    draft_w: float | None = 0.0
+    if draft is not None:
+        assert spec_cfg.draft is not None
+        draft_bpp = _DRAFT_QUANT_BYTES.get(spec_cfg.draft.quantization, dtype_bytes)
+        draft_w = _gib(draft.parameters * draft_bpp) if draft.parameters else None
+
+    kv_dtype_bytes = 1.0 if target_spec.kv_cache_dtype is KVCacheDType.FP8 else dtype_bytes
+    max_len = target_spec.max_model_len or ASSUMED_MAX_MODEL_LEN
+    if target_spec.max_model_len is None:
+        findings.append(
+            warning(
+                "MaxModelLenUnset",
+                "spec.target.maxModelLen",
+                "vLLM will use the model's full context length, which may not fit; figures assume "
+                f"{ASSUMED_MAX_MODEL_LEN} tokens: set spec.target.maxModelLen",
+            )
+        )
+
+    kv_with = kv_without = None
+    seqs_with = seqs_without = None
+    draft_share = None
+    extras: dict[str, Any] = {}
+    if target_w is not None and draft_w is not None:
+        usable = per_gpu * util
+        target_per_gpu = target_w / used_gpus
+        # The draft lives on draft_tp GPUs; vLLM caps every GPU's KV at the fullest one's.
+        draft_per_gpu = draft_w / draft_tp if draft_tp > 1 else draft_w
+        kv_without = used_gpus * (usable - target_per_gpu)
+        kv_with = used_gpus * (usable - target_per_gpu - draft_per_gpu)
+        draft_share = draft_w / vram if vram else None
+        extras["free_after_weights_gib"] = round(vram - target_w - draft_w, 2)
+        # V1 (vLLM >= 0.10) refuses this split outright; validation reports that as an error.
+        v1 = parse_version(spec.vllm.version) >= DRAFT_TP_MUST_MATCH_SINCE
+        if draft_tp == 1 < used_gpus and draft_w > 0 and not v1:
+            findings.append(
+                warning(
+                    "DraftTensorParallelImbalance",
+                    f"{F_DRAFT}.tensorParallelSize",
+                    f"a draft on 1 of {used_gpus} GPUs costs {draft_w * used_gpus:.1f} GiB of KV "
+                    f"cache, not {draft_w:.1f}: vLLM sizes every GPU's cache by the fullest; set "
+                    f"draft.tensorParallelSize to {used_gpus} unless the draft's speed needs 1",
+                )
+            )
+
+        kv_elems_t = target.kv_elements_per_token
+        draft_kv_elems = 0
+        if draft is not None and spec_cfg.method is not Method.MEDUSA:
+            draft_kv_elems = draft.kv_elements_per_token or 0
+        if kv_elems_t is not None:
+            per_seq_without = kv_elems_t * kv_dtype_bytes * max_len
+            per_seq_with = (kv_elems_t + draft_kv_elems) * kv_dtype_bytes * max_len
+            seqs_without = max(0, math.floor(kv_without * GIB / per_seq_without))
+            seqs_with = max(0, math.floor(kv_with * GIB / per_seq_with))
+        else:
+            findings.append(
+                warning(
+                    "ArchitectureUnknown",
+                    f"{F_TARGET}.architecture",
+                    "cannot count concurrent sequences without the target's layer shape; set "
+                    "spec.target.architecture {layers, kvHeads, headDim}",
+                )
+            )
+
+        needed = target_w + draft_w
+        if kv_without <= 0 or kv_with <= 0:
+            findings.append(
+                error(
+                    "DoesNotFit",
+                    "spec.resources",
+                    f"weights need {needed:.1f} GiB per replica but vLLM may use "
+                    f"{vram * util:.1f} GiB ({gpus} x {per_gpu:g} GiB x {util}): quantize the "
+                    "target (target.quantization: int8 or fp8), quantize the draft, or add GPUs "
+                    "(resources.gpusPerReplica, target.tensorParallelSize)",
+                )
+            )
+        elif seqs_with is not None and seqs_with < 1:
+            findings.append(
+                error(
+                    "ContextDoesNotFit",
+                    "spec.target.maxModelLen",
+                    f"{kv_with:.1f} GiB of KV cache cannot hold one {max_len}-token sequence; "
+                    "lower spec.target.maxModelLen, set spec.target.kvCacheDtype: fp8, or add GPUs",
+                )
+            )
+        else:
+            if draft_share is not None and draft_share > DRAFT_VRAM_SHARE_LIMIT:
+                findings.append(
+                    warning(
+                        "DraftOverVRAMShare",
+                        f"{F_DRAFT}.model",
+                        f"draft weights are {draft_share:.0%} of GPU memory (rule of thumb: at most "
+                        f"{DRAFT_VRAM_SHARE_LIMIT:.0%}); quantize the draft or pick a smaller one",
+                    )
+                )
+            target_share = target_w / vram
+            if target_share > TARGET_VRAM_SHARE_LIMIT and draft_w > 0:
+                findings.append(
+                    warning(
+                        "TargetOverVRAMShare",
+                        f"{F_TARGET}.quantization",
+                        f"target weights are {target_share:.0%} of GPU memory (over "
+                        f"{TARGET_VRAM_SHARE_LIMIT:.0%}): the draft will cut concurrency hard; "
+                        "quantize the target or add GPUs",
+                    )
+                )
+            if seqs_with is not None and seqs_without:
+                cost = 1 - seqs_with / seqs_without
+                extras["concurrency_cost"] = round(cost, 4)
+                if cost > CONCURRENCY_COST_WARN:
+                    findings.append(
+                        warning(
+                            "DraftConcurrencyCost",
+                            f"{F_DRAFT}.model",
+                            f"the draft costs {cost:.0%} of concurrent sequences "
+                            f"({seqs_without} -> {seqs_with} at {max_len} tokens); under load "
+                            "the baseline pool serves more requests per GPU",
+                        )
+                    )
+
+    return BudgetPlan(
+        findings=tuple(findings),
+        vram_gib=_r(vram),
+        target_weights_gib=_r(target_w),
+        draft_weights_gib=_r(draft_w),
+        kv_cache_gib=_r(kv_with),
+        kv_cache_gib_without_draft=_r(kv_without),
+        draft_share_of_vram=_r(draft_share, 4),
+        size_ratio=_r(size_ratio),
+        max_concurrent_sequences=seqs_with,
+        max_concurrent_sequences_without_draft=seqs_without,
+        max_model_len=max_len,
+        extras=extras,
+    )

@@ -1,0 +1,59 @@
+"""The test kit's commands, registered with the ``specops`` CLI through the ``specops.commands``
+entry points (the product never imports the kit)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def demo(
+    resource: Annotated[Path, typer.Option(help="Resource to deploy.")] = Path(
+        "manifests/examples/demo-llama70b.yaml"
+    ),
+    scenario: Annotated[Path, typer.Option(help="Load scenario.")] = Path("scenarios/demo.yaml"),
+    run_dir: Annotated[Path, typer.Option(help="Where logs and state go.")] = Path(".local/demo"),
+    plot: Annotated[Path, typer.Option(help="Timeline PNG to write.")] = Path("demo-timeline.png"),
+    keep: Annotated[bool, typer.Option(help="Keep everything running afterwards (Ctrl-C stops).")] = False,
+) -> None:
+    """Run the operator on the local closed loop: falls back under a surge, probes, re-enables."""
+    from specops_testkit.testbed.demo import run_demo
+
+    run_demo(resource, scenario, run_dir, plot, keep=keep)
+
+
+def simulate(
+    scenarios: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Scenario files (default: every scenarios/*.yaml with a resource)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where simulation.md and the PNG timelines go.")] = Path(
+        ".local/benchmarks"
+    ),
+    scale: Annotated[float, typer.Option(help="Phase length factor (0.1 for a smoke run).")] = 1.0,
+    plots: Annotated[bool, typer.Option(help="Write PNG timelines.")] = True,
+) -> None:
+    """Compare always/never-speculative, vLLM's dynamic table, SpecOps and an oracle on scenarios,
+    faster than real time (the emulator's performance model, the operator's policy in the loop)."""
+    import time
+
+    from specops_testkit.sim import report
+    from specops_testkit.sim.suite import run_file
+    from specops_testkit.testbed.scenario import load_scenario
+
+    paths = scenarios or sorted(p for p in Path("scenarios").glob("*.yaml") if load_scenario(p).resource)
+    results = []
+    for n, path in enumerate(paths, 1):
+        t0 = time.monotonic()
+        typer.echo(f"[{n}/{len(paths)}] {path.name} ...", err=True)
+        try:
+            results.append(run_file(path, scale))
+        except (OSError, ValueError) as exc:
+            typer.echo(f"error: {path}: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"[{n}/{len(paths)}] {path.name} done in {time.monotonic() - t0:.0f} s", err=True)
+    written = report.write(results, out, with_plots=plots)
+    typer.echo(report.summary_table(results))
+    typer.echo(f"\nfull report: {written}")

@@ -1,0 +1,760 @@
+"""vLLM's command line, as the emulated release reads it, and the serving configuration it implies.
+
+The emulator must refuse exactly what the real release refuses, or a test world could pass with
+arguments that crash a real pod.  Which flags, ``--speculative-config`` keys and methods a release
+has comes from ``specops.vllm.dialect`` (the table the renderer obeys); memory and concurrency come from
+``specops.vllm.budget`` and model figures from ``specops.api.catalog``, so nothing here re-derives them.
+
+Two kinds of failure, as with real vLLM:
+
+* ``ArgsError``: the command line itself is wrong for this release (unknown flag, flag the release
+  lacks or has dropped, unknown key or method in ``--speculative-config``).  Exit code 2.
+* ``StartupError``: the arguments parse but the engine cannot start (weights do not fit, model
+  unknown, vocabularies differ).  Exit code 1, as when vLLM dies loading the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from specops.api.catalog import GIB, ModelInfo, lookup_model
+from specops.api.v1alpha1 import (
+    DraftQuantization,
+    DraftSpec,
+    DType,
+    GPUResources,
+    KVCacheDType,
+    Method,
+    Quantization,
+    SpeculationSpec,
+    SpeculativeInferenceSpec,
+    TargetSpec,
+    VLLMSpec,
+)
+from specops.vllm.budget import BudgetPlan, plan_budget
+from specops.vllm.dialect import (
+    BITSANDBYTES_LOAD_FORMAT_UNTIL,
+    BITSANDBYTES_REMOVED,
+    CURRENT_DIALECT_SINCE,
+    DRAFT_TP_MUST_MATCH_SINCE,
+    LEGACY_FLAG_GATES,
+    MIN_SUPPORTED,
+    MTP_NAME_SINCE,
+    V2_BLOCK_MANAGER_NEEDED_UNTIL,
+    Dialect,
+    Version,
+    flag_allowed,
+    format_version,
+    known_flag,
+    method_gate,
+    parse_version,
+    speculative_config_keys,
+)
+from specops_testkit.emulator.perf import EngineConfig, ModelFigures, Pairing, ProposerConfig, constants_for
+
+ENV_VERSION = "SPECOPS_EMULATOR_VLLM_VERSION"
+ENV_GPU_MEMORY_GIB = "SPECOPS_EMULATOR_GPU_MEMORY_GIB"
+# What the checkpoint's own config declares when --quantization is absent (vLLM reads int8/W8A8 and
+# most FP8 checkpoints' scheme from config.json, so the rendered command line does not say it).
+ENV_CHECKPOINT_QUANTIZATION = "SPECOPS_EMULATOR_QUANTIZATION"
+DEFAULT_GPU_MEMORY_GIB = 80.0
+
+# From this release on --speculative-config refuses keys it does not know (dialect.py's notes);
+# before it, unknown keys were dropped without a word.
+STRICT_SPECULATIVE_CONFIG_SINCE: Version = parse_version("0.16.0")
+# vLLM's V1 engine became the default in 0.8.0; speculative methods came to it one by one and
+# anything V1 could not run fell back to the V0 engine (V0 was removed in 0.10.0).  Which engine
+# serves decides which metrics a pod exports.
+V1_DEFAULT_SINCE: Version = parse_version("0.8.0")
+V1_METHOD_SINCE: dict[Method, Version] = {
+    Method.NGRAM: parse_version("0.8.3"),
+    Method.EAGLE: parse_version("0.8.3"),
+    Method.EAGLE3: parse_version("0.8.5"),
+    Method.MEDUSA: parse_version("0.9.0"),
+    Method.MTP: parse_version("0.9.0"),
+    Method.SUFFIX: parse_version("0.11.1"),
+    Method.DRAFT_MODEL: parse_version("0.10.0"),
+}
+# Larger scheduler defaults for >= 70 GiB GPUs (vLLM's H100/H200 rule) from this release.
+LARGE_GPU_DEFAULTS_SINCE: Version = parse_version("0.9.2")
+
+# Flags the emulator accepts beyond the dialect table (common extraArgs); not version-gated.
+_EXTRA_VALUE_FLAGS = {
+    "--max-num-seqs": int,
+    "--max-num-batched-tokens": int,
+    "--seed": int,
+    "--swap-space": float,
+    "--block-size": int,
+    "--uvicorn-log-level": str,
+    "--chat-template": str,
+    "--tokenizer": str,
+    "--download-dir": str,
+}
+_EXTRA_SWITCHES = (
+    "--enable-prefix-caching",
+    "--no-enable-prefix-caching",
+    "--enable-chunked-prefill",
+    "--no-enable-chunked-prefill",
+    "--disable-log-requests",
+    "--disable-log-stats",
+    "--trust-remote-code",
+    "--enforce-eager",
+)
+
+_QUANTIZATION_FLAG: dict[str, Quantization] = {
+    "fp8": Quantization.FP8,
+    "fbgemm_fp8": Quantization.FP8,
+    "awq": Quantization.AWQ,
+    "awq_marlin": Quantization.AWQ,
+    "gptq": Quantization.GPTQ,
+    "gptq_marlin": Quantization.GPTQ,
+    "marlin": Quantization.GPTQ,
+    "bitsandbytes": Quantization.BITSANDBYTES,
+    "compressed-tensors": Quantization.INT8,
+    "experts_int8": Quantization.INT8,
+}
+_DRAFT_QUANTIZATION: dict[str, DraftQuantization] = {
+    "fp8": DraftQuantization.FP8,
+    "awq": DraftQuantization.AWQ,
+    "awq_marlin": DraftQuantization.AWQ,
+    "gptq": DraftQuantization.GPTQ,
+    "gptq_marlin": DraftQuantization.GPTQ,
+}
+_DTYPES: dict[str, DType] = {
+    "auto": DType.AUTO,
+    "bfloat16": DType.BFLOAT16,
+    "half": DType.FLOAT16,
+    "float16": DType.FLOAT16,
+    "float": DType.FLOAT32,
+    "float32": DType.FLOAT32,
+}
+_KV_DTYPES: dict[str, KVCacheDType] = {
+    "auto": KVCacheDType.AUTO,
+    "fp8": KVCacheDType.FP8,
+    "fp8_e4m3": KVCacheDType.FP8,
+    "fp8_e5m2": KVCacheDType.FP8,
+}
+# Checkpoint name suffixes that declare a quantization (Org/Model-AWQ, ...-FP8-dynamic, ...-W8A8).
+_NAME_QUANTIZATION: tuple[tuple[str, Quantization], ...] = (
+    ("awq", Quantization.AWQ),
+    ("gptq", Quantization.GPTQ),
+    ("int4", Quantization.AWQ),
+    ("w4a16", Quantization.AWQ),
+    ("fp8", Quantization.FP8),
+    ("int8", Quantization.INT8),
+    ("w8a8", Quantization.INT8),
+    ("w8a16", Quantization.INT8),
+)
+
+
+class ArgsError(ValueError):
+    """The command line is wrong for this vLLM release (vLLM exits 2, as argparse does)."""
+
+    exit_code = 2
+
+
+class StartupError(RuntimeError):
+    """The engine cannot start with this configuration (vLLM dies with exit code 1)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SpeculativeArgs:
+    """Speculation as the command line gives it, from either dialect."""
+
+    method: Method
+    num_speculative_tokens: int
+    model: str | None = None
+    draft_tensor_parallel_size: int | None = None
+    quantization: str | None = None
+    prompt_lookup_min: int | None = None
+    prompt_lookup_max: int | None = None
+    k_by_batch_size: tuple[tuple[int, int, int], ...] = ()
+    disable_by_batch_size: int | None = None
+    dialect: Dialect = Dialect.CURRENT
+
+
+@dataclass(frozen=True, slots=True)
+class VLLMArgs:
+    """The parsed command line."""
+
+    model: str
+    served_model_names: tuple[str, ...]
+    port: int = 8000
+    host: str | None = None
+    revision: str | None = None
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    dtype: DType = DType.AUTO
+    kv_cache_dtype: KVCacheDType = KVCacheDType.AUTO
+    quantization: str | None = None
+    load_format: str = "auto"
+    use_v2_block_manager: bool = False
+    speculative: SpeculativeArgs | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    seed: int | None = None
+    enable_prefix_caching: bool | None = None
+    ignored_config_keys: tuple[str, ...] = ()
+
+    @property
+    def served_model_name(self) -> str:
+        return self.served_model_names[0] if self.served_model_names else self.model
+
+
+@dataclass(frozen=True, slots=True)
+class ServingConfig:
+    """Everything the server needs: what to call itself, how to behave, what to export."""
+
+    version: Version
+    args: VLLMArgs
+    engine: EngineConfig
+    budget: BudgetPlan
+    v0_engine: bool
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def served_model_name(self) -> str:
+        return self.args.served_model_name
+
+    @property
+    def method(self) -> Method | None:
+        return self.args.speculative.method if self.args.speculative else None
+
+    @property
+    def num_speculative_tokens(self) -> int:
+        return self.args.speculative.num_speculative_tokens if self.args.speculative else 0
+
+    def describe(self) -> str:
+        """One log line with the derived configuration."""
+        e = self.engine
+        spec = "none"
+        if self.args.speculative is not None:
+            s = self.args.speculative
+            spec = f"{s.method.value} k={s.num_speculative_tokens}"
+            if s.model:
+                spec += f" draft={s.model}"
+        return (
+            f"vLLM {format_version(self.version)} ({'V0' if self.v0_engine else 'V1'} engine) "
+            f"model={self.args.model} served={self.served_model_name} "
+            f"tp={self.args.tensor_parallel_size} speculation={spec} "
+            f"weights={(self.budget.target_weights_gib or 0) + (self.budget.draft_weights_gib or 0):.1f}GiB "
+            f"kv_cache={self._kv_gib():.1f}GiB kv_tokens={e.kv_capacity_tokens} "
+            f"max_num_seqs={e.max_num_seqs} max_num_batched_tokens={e.max_num_batched_tokens} "
+            f"max_model_len={e.max_model_len}"
+        )
+
+    def _kv_gib(self) -> float:
+        plan = self.budget
+        value = plan.kv_cache_gib if self.args.speculative else plan.kv_cache_gib_without_draft
+        return value or 0.0
+
+
+# ------------------------------------------------------------------------------------ parsing
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so callers (and tests) decide what to do."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgsError(message)
+
+
+def _normalise(token: str) -> str:
+    """vLLM's parser accepts --max_model_len for --max-model-len; so does the emulator."""
+    if not token.startswith("--"):
+        return token
+    flag, eq, value = token.partition("=")
+    return flag.replace("_", "-") + eq + value
+
+
+def _is_flag(token: str) -> bool:
+    return token.startswith("-") and len(token) > 1 and not token[1].isdigit()
+
+
+def _check_flags(argv: Sequence[str], version: Version) -> None:
+    vtext = format_version(version)
+    for token in argv:
+        if not _is_flag(token):
+            continue
+        flag = token.split("=", 1)[0]
+        if known_flag(flag) and not flag_allowed(version, flag):
+            raise ArgsError(f"unrecognized arguments: {flag} (vLLM {vtext} does not have this flag)")
+
+
+def _build_parser() -> _Parser:
+    p = _Parser(prog="vllm", add_help=False, allow_abbrev=False)
+    p.add_argument("--model", required=True)
+    p.add_argument("--served-model-name", nargs="+", default=[])
+    p.add_argument("--revision")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--dtype", choices=sorted(_DTYPES), default="auto")
+    p.add_argument("--kv-cache-dtype", choices=sorted(_KV_DTYPES), default="auto")
+    p.add_argument("--quantization", "-q", choices=sorted(_QUANTIZATION_FLAG))
+    p.add_argument("--load-format", default="auto")
+    p.add_argument("--use-v2-block-manager", action="store_true")
+    p.add_argument("--speculative-config")
+    # Legacy dialect (gated by the dialect table before parsing).
+    p.add_argument("--speculative-model")
+    p.add_argument("--num-speculative-tokens", type=int)
+    p.add_argument("--speculative-draft-tensor-parallel-size", type=int)
+    p.add_argument("--speculative-model-quantization")
+    p.add_argument("--speculative-max-model-len", type=int)
+    p.add_argument("--speculative-disable-by-batch-size", type=int)
+    p.add_argument("--ngram-prompt-lookup-min", type=int)
+    p.add_argument("--ngram-prompt-lookup-max", type=int)
+    p.add_argument("--spec-decoding-acceptance-method")
+    p.add_argument("--typical-acceptance-sampler-posterior-threshold", type=float)
+    p.add_argument("--typical-acceptance-sampler-posterior-alpha", type=float)
+    p.add_argument("--speculative-disable-mqa-scorer", action="store_true")
+    p.add_argument("--disable-logprobs-during-spec-decoding", action="store_true")
+    for flag, kind in _EXTRA_VALUE_FLAGS.items():
+        p.add_argument(flag, type=kind)
+    for flag in _EXTRA_SWITCHES:
+        p.add_argument(flag, action="store_true")
+    missing = [f for f in LEGACY_FLAG_GATES if f.lstrip("-").replace("-", "_") not in _dests(p)]
+    assert not missing, f"legacy flags without a parser entry: {missing}"
+    return p
+
+
+def _dests(p: argparse.ArgumentParser) -> set[str]:
+    return {a.dest for a in p._actions}
+
+
+def _method_from_name(name: str, version: Version) -> Method:
+    """The method of a --speculative-config "method" string, as this release spells it."""
+    vtext = format_version(version)
+    if name == "deepseek_mtp":
+        return Method.MTP
+    if name == "[ngram]":
+        return Method.NGRAM
+    try:
+        method = Method(name)
+    except ValueError:
+        known = ", ".join(sorted(m.value for m in Method))
+        raise ArgsError(
+            f"argument --speculative-config: unknown method {name!r}; vLLM {vtext} knows {known}"
+        ) from None
+    if method is Method.MTP and version < MTP_NAME_SINCE:
+        raise ArgsError(
+            f'argument --speculative-config: method "mtp" is spelled "deepseek_mtp" in vLLM {vtext} '
+            f"(renamed in {format_version(MTP_NAME_SINCE)})"
+        )
+    return method
+
+
+def _implied_method(model: str) -> Method:
+    """What a release makes of a proposer named without a method: n-gram, an EAGLE head or a draft."""
+    lowered = model.lower()
+    if lowered in ("[ngram]", "ngram"):
+        return Method.NGRAM
+    if "eagle3" in lowered:
+        return Method.EAGLE3
+    if "eagle" in lowered:
+        return Method.EAGLE
+    if "medusa" in lowered:
+        return Method.MEDUSA
+    return Method.DRAFT_MODEL
+
+
+def _int(cfg: Mapping[str, Any], key: str) -> int | None:
+    value = cfg.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgsError(f"argument --speculative-config: {key} must be an integer, got {value!r}")
+    return value
+
+
+def _k_table(value: Any) -> tuple[tuple[int, int, int], ...]:
+    if value is None:
+        return ()
+    ok = isinstance(value, list) and all(
+        isinstance(row, list) and len(row) == 3 and all(isinstance(x, int) for x in row) for row in value
+    )
+    if not ok:
+        raise ArgsError(
+            "argument --speculative-config: num_speculative_tokens_per_batch_size must be a list of "
+            "[min_batch_size, max_batch_size, k] rows"
+        )
+    return tuple((row[0], row[1], row[2]) for row in value)
+
+
+def _parse_speculative_config(text: str, version: Version) -> tuple[SpeculativeArgs, tuple[str, ...]]:
+    vtext = format_version(version)
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArgsError(f"argument --speculative-config: not valid JSON ({exc.msg})") from None
+    if not isinstance(cfg, dict):
+        raise ArgsError("argument --speculative-config: expected a JSON object")
+    # 0.8.2 took --speculative-config too (with the 0.8.3 keys); the dialect table starts at 0.8.3.
+    allowed = speculative_config_keys(max(version, CURRENT_DIALECT_SINCE))
+    unknown = sorted(k for k in cfg if k not in allowed)
+    if unknown and version >= STRICT_SPECULATIVE_CONFIG_SINCE:
+        raise ArgsError(
+            f"argument --speculative-config: unknown key(s) {', '.join(unknown)} for vLLM {vtext} "
+            f"(it accepts {', '.join(sorted(allowed))})"
+        )
+    cfg = {k: v for k, v in cfg.items() if k in allowed}
+    model = cfg.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ArgsError("argument --speculative-config: model must be a string")
+    method_name = cfg.get("method")
+    if method_name is not None:
+        if not isinstance(method_name, str):
+            raise ArgsError("argument --speculative-config: method must be a string")
+        method = _method_from_name(method_name, version)
+    elif model is not None:
+        method = _implied_method(model)
+    else:
+        raise ArgsError('argument --speculative-config: set "method" or "model"')
+    if method in (Method.NGRAM, Method.SUFFIX, Method.MTP):
+        model = None if method is not Method.MTP else model
+    elif model is None:
+        raise ArgsError(f'argument --speculative-config: method {method.value} needs "model"')
+    k = _int(cfg, "num_speculative_tokens")
+    if k is None:
+        if method is not Method.MTP:
+            raise ArgsError("argument --speculative-config: num_speculative_tokens is required")
+        k = 1
+    if k < 1:
+        raise ArgsError("argument --speculative-config: num_speculative_tokens must be at least 1")
+    quantization = cfg.get("quantization")
+    spec = SpeculativeArgs(
+        method=method,
+        num_speculative_tokens=k,
+        model=model,
+        draft_tensor_parallel_size=_int(cfg, "draft_tensor_parallel_size"),
+        quantization=quantization if isinstance(quantization, str) else None,
+        prompt_lookup_min=_int(cfg, "prompt_lookup_min"),
+        prompt_lookup_max=_int(cfg, "prompt_lookup_max"),
+        k_by_batch_size=_k_table(cfg.get("num_speculative_tokens_per_batch_size")),
+        disable_by_batch_size=_int(cfg, "disable_by_batch_size"),
+        dialect=Dialect.CURRENT,
+    )
+    return spec, tuple(unknown)
+
+
+def _legacy_speculative(ns: argparse.Namespace) -> SpeculativeArgs | None:
+    if ns.speculative_model is None:
+        if ns.num_speculative_tokens is not None:
+            raise ArgsError("--num-speculative-tokens needs --speculative-model")
+        return None
+    if ns.num_speculative_tokens is None:
+        raise ArgsError("--speculative-model needs --num-speculative-tokens")
+    method = _implied_method(ns.speculative_model)
+    return SpeculativeArgs(
+        method=method,
+        num_speculative_tokens=ns.num_speculative_tokens,
+        model=None if method is Method.NGRAM else ns.speculative_model,
+        draft_tensor_parallel_size=ns.speculative_draft_tensor_parallel_size,
+        quantization=ns.speculative_model_quantization,
+        prompt_lookup_min=ns.ngram_prompt_lookup_min,
+        prompt_lookup_max=ns.ngram_prompt_lookup_max,
+        disable_by_batch_size=ns.speculative_disable_by_batch_size,
+        dialect=Dialect.LEGACY,
+    )
+
+
+def _check_method(spec: SpeculativeArgs, version: Version) -> None:
+    vtext = format_version(version)
+    gate = method_gate(version, spec.method)
+    if gate is None or not gate.allows(version):
+        where = gate.describe() if gate is not None else "another vLLM release"
+        raise ArgsError(
+            f"speculative method {spec.method.value} is not available in vLLM {vtext}; it needs {where}"
+        )
+
+
+def parse_args(argv: Sequence[str], version: Version) -> VLLMArgs:
+    """Parse vLLM's command line as release ``version`` would; raise ArgsError where it would fail."""
+    vtext = format_version(version)
+    tokens = [_normalise(t) for t in argv]
+    _check_flags(tokens, version)
+    ns = _build_parser().parse_args(tokens)
+    if ns.speculative_config is not None and ns.speculative_model is not None:
+        raise ArgsError("use either --speculative-config or --speculative-model, not both")
+    ignored: tuple[str, ...] = ()
+    spec: SpeculativeArgs | None
+    if ns.speculative_config is not None:
+        spec, ignored = _parse_speculative_config(ns.speculative_config, version)
+    else:
+        spec = _legacy_speculative(ns)
+    if spec is not None:
+        _check_method(spec, version)
+        if (
+            spec.method is Method.DRAFT_MODEL
+            and version >= DRAFT_TP_MUST_MATCH_SINCE
+            and spec.draft_tensor_parallel_size not in (None, ns.tensor_parallel_size)
+        ):
+            raise ArgsError(
+                f"vLLM {vtext} runs a draft model only at the target's tensor parallel size "
+                f"({ns.tensor_parallel_size}), not {spec.draft_tensor_parallel_size}"
+            )
+        if version < V2_BLOCK_MANAGER_NEEDED_UNTIL and not ns.use_v2_block_manager:
+            raise ArgsError(
+                "Speculative decoding requires usage of the V2 block manager. "
+                "Enable it with --use-v2-block-manager."
+            )
+    if ns.quantization == "bitsandbytes":
+        if version >= BITSANDBYTES_REMOVED:
+            raise ArgsError(f"argument --quantization: bitsandbytes is not available in vLLM {vtext}")
+        if version < BITSANDBYTES_LOAD_FORMAT_UNTIL and ns.load_format != "bitsandbytes":
+            raise ArgsError("bitsandbytes quantization needs --load-format bitsandbytes in this release")
+    if not 0.0 < ns.gpu_memory_utilization <= 1.0:
+        raise ArgsError("argument --gpu-memory-utilization: must be in (0, 1]")
+    if ns.tensor_parallel_size < 1:
+        raise ArgsError("argument --tensor-parallel-size: must be at least 1")
+    prefix_caching: bool | None = None
+    if ns.enable_prefix_caching or ns.no_enable_prefix_caching:
+        prefix_caching = bool(ns.enable_prefix_caching)
+    return VLLMArgs(
+        model=ns.model,
+        served_model_names=tuple(ns.served_model_name),
+        port=ns.port,
+        host=ns.host,
+        revision=ns.revision,
+        tensor_parallel_size=ns.tensor_parallel_size,
+        gpu_memory_utilization=ns.gpu_memory_utilization,
+        max_model_len=ns.max_model_len,
+        dtype=_DTYPES[ns.dtype],
+        kv_cache_dtype=_KV_DTYPES[ns.kv_cache_dtype],
+        quantization=ns.quantization,
+        load_format=ns.load_format,
+        use_v2_block_manager=ns.use_v2_block_manager,
+        speculative=spec,
+        max_num_seqs=ns.max_num_seqs,
+        max_num_batched_tokens=ns.max_num_batched_tokens,
+        seed=ns.seed,
+        enable_prefix_caching=prefix_caching,
+        ignored_config_keys=ignored,
+    )
+
+
+# ------------------------------------------------------------------------------- derivation
+
+
+def uses_v0_engine(version: Version, method: Method | None) -> bool:
+    """Would this release serve with the V0 engine (and export V0 metrics)?"""
+    if version < V1_DEFAULT_SINCE:
+        return True
+    if method is None:
+        return False
+    return version < V1_METHOD_SINCE[method]
+
+
+def checkpoint_quantization(model: str, declared: str | None) -> Quantization:
+    """The target's quantization when --quantization is absent: the env override, else the name."""
+    if declared:
+        try:
+            return Quantization(declared.strip().lower())
+        except ValueError:
+            known = ", ".join(q.value for q in Quantization)
+            message = f"{ENV_CHECKPOINT_QUANTIZATION}={declared!r}: expected one of {known}"
+            raise StartupError(message) from None
+    parts = model.lower().replace("_", "-").rsplit("/", 1)[-1].split("-")
+    for suffix, quantization in _NAME_QUANTIZATION:
+        if suffix in parts or any(p.startswith(f"quantized.{suffix}") for p in parts):
+            return quantization
+    return Quantization.NONE
+
+
+def _require_model(name: str, role: str) -> ModelInfo:
+    info = lookup_model(name)
+    if info is None:
+        raise StartupError(
+            f"{role} {name!r} is not in the emulator's model catalog (specops.api.catalog); the emulator "
+            "needs its parameter count and layer shape to size weights and KV cache"
+        )
+    return info
+
+
+def _budget_spec(
+    args: VLLMArgs, version: Version, gpu_memory_gib: float, quantization: Quantization
+) -> SpeculativeInferenceSpec:
+    """The SpeculativeInferenceSpec a pod with these arguments corresponds to, for plan_budget.
+
+    A plain pod has no speculation, which the API cannot express: it gets a placeholder n-gram
+    proposer (no weights, no KV) and the caller reads the budget's without-draft figures.
+    """
+    s = args.speculative
+    if s is None or s.method in (Method.NGRAM, Method.SUFFIX, Method.MTP) or s.model is None:
+        method = s.method if s is not None else Method.NGRAM
+        k = min(16, s.num_speculative_tokens) if s is not None else 1
+        speculation = SpeculationSpec(method=method, num_speculative_tokens=k)
+    else:
+        speculation = SpeculationSpec(
+            method=s.method,
+            num_speculative_tokens=min(16, s.num_speculative_tokens),
+            draft=DraftSpec(
+                model=s.model,
+                quantization=_DRAFT_QUANTIZATION.get(s.quantization or "", DraftQuantization.NONE),
+                tensor_parallel_size=s.draft_tensor_parallel_size,
+            ),
+        )
+    try:
+        return SpeculativeInferenceSpec(
+            vllm=VLLMSpec(version=format_version(version)),
+            target=TargetSpec(
+                model=args.model,
+                quantization=quantization,
+                dtype=args.dtype,
+                kv_cache_dtype=args.kv_cache_dtype,
+                tensor_parallel_size=args.tensor_parallel_size,
+                max_model_len=args.max_model_len,
+            ),
+            speculation=speculation,
+            resources=GPUResources(
+                gpus_per_replica=args.tensor_parallel_size,
+                gpu_memory_gib=gpu_memory_gib,
+                gpu_memory_utilization=min(0.99, args.gpu_memory_utilization),
+            ),
+        )
+    except ValidationError as exc:
+        message = f"configuration outside what the emulator models: {exc.errors()[0]['msg']}"
+        raise StartupError(message) from None
+
+
+def kv_bytes_per_token(kv_gib: float | None, seqs: int | None, max_len: int) -> float:
+    """KV bytes per token, read back from the budget (so its dtype and layer rules apply)."""
+    if not kv_gib or not seqs:
+        return 0.0
+    return kv_gib * GIB / (seqs * max_len)
+
+
+def derive_config(
+    args: VLLMArgs,
+    version: Version,
+    gpu_memory_gib: float = DEFAULT_GPU_MEMORY_GIB,
+    declared_quantization: str | None = None,
+) -> ServingConfig:
+    """Size the engine the way vLLM would at start-up; raise StartupError where it would die."""
+    target_info = _require_model(args.model, "model")
+    quantization = (
+        _QUANTIZATION_FLAG[args.quantization]
+        if args.quantization
+        else checkpoint_quantization(args.model, declared_quantization)
+    )
+    s = args.speculative
+    if s is not None and s.model is not None and s.method is not Method.MTP:
+        _require_model(s.model, "speculative model")
+    spec = _budget_spec(args, version, gpu_memory_gib, quantization)
+    plan = plan_budget(spec)
+    if plan.errors:
+        raise StartupError("; ".join(f.message for f in plan.errors))
+    speculative_pod = s is not None
+    seqs = plan.max_concurrent_sequences if speculative_pod else plan.max_concurrent_sequences_without_draft
+    if not seqs:
+        raise StartupError("no room in the KV cache for one sequence of max_model_len tokens")
+    max_len = plan.max_model_len
+    target_kv = kv_bytes_per_token(
+        plan.kv_cache_gib_without_draft, plan.max_concurrent_sequences_without_draft, max_len
+    )
+    assert plan.target_weights_gib is not None
+    target = ModelFigures(
+        parameters=target_info.parameters,
+        weight_bytes=plan.target_weights_gib * GIB,
+        kv_bytes_per_token=target_kv,
+        tensor_parallel_size=args.tensor_parallel_size,
+    )
+    proposer = _proposer(args, plan, target, target_info, max_len) if s is not None else None
+    v0 = uses_v0_engine(version, s.method if s else None)
+    large_gpu = gpu_memory_gib >= 70 and version >= LARGE_GPU_DEFAULTS_SINCE
+    default_batched = 8192 if large_gpu else (max(2048, max_len) if v0 else 2048)
+    engine = EngineConfig(
+        target=target,
+        proposer=proposer,
+        kv_capacity_tokens=seqs * max_len,
+        max_num_seqs=args.max_num_seqs or (1024 if large_gpu else 256),
+        max_num_batched_tokens=args.max_num_batched_tokens or default_batched,
+        max_model_len=max_len,
+        constants=constants_for(v0),
+    )
+    notes = [f"{w.field}: {w.message}" for w in plan.warnings if w.code != "MaxModelLenUnset"]
+    if args.ignored_config_keys:
+        ignored = ", ".join(args.ignored_config_keys)
+        notes.append(f"--speculative-config keys ignored by this release: {ignored}")
+    return ServingConfig(
+        version=version, args=args, engine=engine, budget=plan, v0_engine=v0, warnings=tuple(notes)
+    )
+
+
+def _proposer(
+    args: VLLMArgs, plan: BudgetPlan, target: ModelFigures, target_info: ModelInfo, max_len: int
+) -> ProposerConfig:
+    s = args.speculative
+    assert s is not None
+    draft: ModelFigures | None = None
+    pairing = Pairing(target_bytes_per_param=target.bytes_per_param)
+    if s.method is Method.MTP:
+        # The model's own multi-token-prediction layer: about one decoder layer of the target.
+        layer = target_info.parameters // target_info.layers
+        draft = ModelFigures(
+            parameters=layer,
+            weight_bytes=target.weight_bytes / target_info.layers,
+            kv_bytes_per_token=target.kv_bytes_per_token / target_info.layers,
+            tensor_parallel_size=target.tensor_parallel_size,
+        )
+    elif s.model is not None:
+        info = _require_model(s.model, "speculative model")
+        with_draft = kv_bytes_per_token(plan.kv_cache_gib, plan.max_concurrent_sequences, max_len)
+        draft = ModelFigures(
+            parameters=info.parameters,
+            weight_bytes=(plan.draft_weights_gib or 0.0) * GIB,
+            kv_bytes_per_token=max(0.0, with_draft - target.kv_bytes_per_token),
+            tensor_parallel_size=s.draft_tensor_parallel_size or args.tensor_parallel_size,
+        )
+        head_family = info.head_for or info.family
+        pairing = Pairing(
+            size_ratio=plan.size_ratio,
+            same_family=head_family == target_info.family,
+            same_tokenizer=info.tokenizer == target_info.tokenizer,
+            target_bytes_per_param=target.bytes_per_param,
+        )
+    return ProposerConfig(
+        method=s.method,
+        num_speculative_tokens=s.num_speculative_tokens,
+        draft=draft,
+        pairing=pairing,
+        k_by_batch_size=s.k_by_batch_size,
+        disable_by_batch_size=s.disable_by_batch_size,
+    )
+
+
+def default_version() -> str:
+    """The spec's default vLLM version (what a SpeculativeInference gets when it names none)."""
+    default = VLLMSpec.model_fields["version"].default
+    assert isinstance(default, str)
+    return default
+
+
+def load(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> ServingConfig:
+    """Parse ``argv`` and the SPECOPS_EMULATOR_* environment into a serving configuration."""
+    env = os.environ if environ is None else environ
+    text = env.get(ENV_VERSION) or default_version()
+    try:
+        version = parse_version(text)
+    except ValueError as exc:
+        raise StartupError(f"{ENV_VERSION}: {exc}") from None
+    if version < MIN_SUPPORTED:
+        raise StartupError(f"the emulator models vLLM {format_version(MIN_SUPPORTED)} and later, not {text}")
+    try:
+        gpu_memory = float(env.get(ENV_GPU_MEMORY_GIB) or DEFAULT_GPU_MEMORY_GIB)
+    except ValueError:
+        raise StartupError(f"{ENV_GPU_MEMORY_GIB} must be a number of GiB") from None
+    args = parse_args(argv, version)
+    return derive_config(args, version, gpu_memory, env.get(ENV_CHECKPOINT_QUANTIZATION))

@@ -1,0 +1,420 @@
+"""The published measurements the performance model is fitted to, as runnable virtual-time scenarios,
+and the product's demo configuration under load.
+
+DOMAIN.md section 2, rows 1-4 (vLLM team blog, Oct 2024): Llama-3-70B on 4 x H100, a draft model
+(turboderp/Qwama-0.5B-Instruct) on ShareGPT and n-gram prompt lookup on CNN/DailyMail, each at
+QPS 1 and at high QPS.  The blog gives the factors, not the settings; what it leaves open is fixed
+here and listed in docs/emulator.md:
+
+* vLLM 0.6.3 (the release of the blog's date): V0 engine, max_num_seqs 256;
+* temperature 0 for both workloads: vLLM's serving benchmark sent ``"temperature": 0.0`` in every
+  request then (``benchmarks/backend_request_func.py``);
+* the draft runs with k=4 at tensor parallel size 1 (vLLM's nightly benchmark of this pair), n-gram
+  with k=5 (the blog's example);
+* the factor compared is mean per-request TPOT, baseline over speculative (what DOMAIN.md section 5
+  says to compare pools on); "high QPS" is an offered load above both pools' capacity, measured
+  once they run full (the first and last 30% of requests, filling and draining, are left out).
+
+The demo section runs the product's demo pair (Llama-3.1-70B INT8 with a Llama-3.1-8B draft, k=5,
+tensor parallel 2 on 80 GiB GPUs, vLLM 0.32.0) exactly as the emulator serves it: its engine comes
+from the rendered container arguments through ``args.derive_config``.
+
+``benchmarks/calibration.py`` prints both; unit tests check the directions on fewer requests.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from specops.api.catalog import GIB, lookup_model
+from specops.api.v1alpha1 import (
+    Architecture,
+    DraftSpec,
+    GPUResources,
+    Method,
+    Quantization,
+    SpeculationSpec,
+    SpeculativeInferenceSpec,
+    TargetSpec,
+    VLLMSpec,
+)
+from specops.render.manifests import Pool, vllm_args
+from specops.vllm.budget import plan_budget
+from specops.vllm.dialect import parse_version
+from specops_testkit.emulator.args import derive_config, kv_bytes_per_token, parse_args
+from specops_testkit.emulator.perf import (
+    V0_CONSTANTS,
+    Engine,
+    EngineConfig,
+    ModelFigures,
+    Pairing,
+    PerfConstants,
+    PromptKind,
+    ProposerConfig,
+    Request,
+    StepResult,
+    acceptance,
+    per_position_alpha,
+    sample_eos_after,
+)
+from specops_testkit.emulator.workload import (
+    CHAT,
+    SUMMARIZATION,
+    Summary,
+    Workload,
+    poisson_requests,
+    run_virtual,
+    summarize,
+)
+
+TARGET = "meta-llama/Llama-3.1-70B-Instruct"
+TENSOR_PARALLEL = 4
+GPU = "H100-80GB"
+VLLM_VERSION = "0.6.3"
+MAX_MODEL_LEN = 8192
+MAX_NUM_SEQS = 256
+MAX_NUM_BATCHED_TOKENS = 8192
+# Qwama-0.5B: Qwen2-0.5B weights with the Llama 3 vocabulary transplanted (not in the catalog).
+DRAFT = DraftSpec(
+    model="turboderp/Qwama-0.5B-Instruct",
+    parameters="0.5B",
+    architecture=Architecture(layers=24, kv_heads=2, head_dim=64),
+    tokenizer="llama3",
+    tensor_parallel_size=1,
+)
+DRAFT_K = 4
+NGRAM_K = 5
+SATURATION_QPS = 40.0
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationPoint:
+    """One published measurement: a pool pair, a workload, a load and the factor observed."""
+
+    name: str
+    method: Method
+    workload: Workload
+    qps: float
+    requests: int
+    # Baseline TPOT over speculative TPOT: 1.5 is "1.5x faster", 1/1.4 is "1.4x slower".
+    published: float
+    skip: float = 0.0  # share of requests left out at each end (filling and draining)
+
+
+POINTS: tuple[CalibrationPoint, ...] = (
+    CalibrationPoint("draft model, ShareGPT, QPS 1", Method.DRAFT_MODEL, CHAT, 1.0, 300, 1.5),
+    CalibrationPoint("n-gram, CNN/DailyMail, QPS 1", Method.NGRAM, SUMMARIZATION, 1.0, 300, 2.8),
+    CalibrationPoint(
+        "draft model, ShareGPT, high QPS", Method.DRAFT_MODEL, CHAT, SATURATION_QPS, 1500, 1 / 1.4, skip=0.3
+    ),
+    CalibrationPoint(
+        "n-gram, CNN/DailyMail, high QPS",
+        Method.NGRAM,
+        SUMMARIZATION,
+        SATURATION_QPS,
+        1500,
+        1 / 1.8,
+        skip=0.3,
+    ),
+)
+
+
+def engine_config(method: Method | None, constants: PerfConstants = V0_CONSTANTS) -> EngineConfig:
+    """The blog's pool: speculative with ``method`` (draft model or n-gram), or plain for None."""
+    target_info = lookup_model(TARGET)
+    assert target_info is not None
+    draft = DRAFT if method is Method.DRAFT_MODEL else None
+    spec = SpeculativeInferenceSpec(
+        vllm=VLLMSpec(version=VLLM_VERSION),
+        target=TargetSpec(model=TARGET, tensor_parallel_size=TENSOR_PARALLEL, max_model_len=MAX_MODEL_LEN),
+        speculation=SpeculationSpec(method=method or Method.NGRAM, draft=draft),
+        resources=GPUResources(gpus_per_replica=TENSOR_PARALLEL, gpu_type=GPU),
+    )
+    plan = plan_budget(spec)
+    assert plan.fits, plan.errors
+    assert plan.target_weights_gib is not None
+    assert plan.max_concurrent_sequences is not None
+    assert plan.max_concurrent_sequences_without_draft is not None
+    target_kv = kv_bytes_per_token(
+        plan.kv_cache_gib_without_draft, plan.max_concurrent_sequences_without_draft, MAX_MODEL_LEN
+    )
+    target = ModelFigures(target_info.parameters, plan.target_weights_gib * GIB, target_kv, TENSOR_PARALLEL)
+    proposer: ProposerConfig | None = None
+    seqs = plan.max_concurrent_sequences_without_draft
+    if method is Method.DRAFT_MODEL:
+        seqs = plan.max_concurrent_sequences
+        with_draft = kv_bytes_per_token(plan.kv_cache_gib, seqs, MAX_MODEL_LEN)
+        figures = ModelFigures(
+            parameters=500_000_000,
+            weight_bytes=(plan.draft_weights_gib or 0.0) * GIB,
+            kv_bytes_per_token=with_draft - target_kv,
+            tensor_parallel_size=1,
+        )
+        # Same vocabulary, other family: Qwen weights imitating Llama.
+        pairing = Pairing(size_ratio=plan.size_ratio, same_family=False, same_tokenizer=True)
+        proposer = ProposerConfig(Method.DRAFT_MODEL, DRAFT_K, figures, pairing)
+    elif method is Method.NGRAM:
+        proposer = ProposerConfig(Method.NGRAM, NGRAM_K)
+    return EngineConfig(
+        target=target,
+        proposer=proposer,
+        kv_capacity_tokens=seqs * MAX_MODEL_LEN,
+        max_num_seqs=MAX_NUM_SEQS,
+        max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS,
+        max_model_len=MAX_MODEL_LEN,
+        constants=constants,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    point: CalibrationPoint
+    baseline: Summary
+    speculative: Summary
+
+    @property
+    def measured(self) -> float:
+        """Baseline TPOT over speculative TPOT, comparable with ``point.published``."""
+        return self.baseline.mean_tpot / self.speculative.mean_tpot
+
+    @property
+    def deviation(self) -> float:
+        """Measured over published factor: 1.0 is a perfect fit."""
+        return self.measured / self.point.published
+
+
+def measure(
+    point: CalibrationPoint,
+    seed: int = 1,
+    requests: int | None = None,
+    constants: PerfConstants = V0_CONSTANTS,
+) -> Measurement:
+    """Run the point's workload through a plain and a speculative pool, same arrivals and seed."""
+    count = requests or point.requests
+    summaries = []
+    for method in (None, point.method):
+        reqs = poisson_requests(random.Random(seed + 100), point.qps, count, point.workload)
+        run_virtual(Engine(engine_config(method, constants)), reqs, random.Random(seed))
+        summaries.append(summarize(reqs, point.skip, point.skip))
+    return Measurement(point, summaries[0], summaries[1])
+
+
+def describe_factor(factor: float) -> str:
+    """1.5 -> '1.50x faster', 0.714 -> '1.40x slower'."""
+    return f"{factor:.2f}x faster" if factor >= 1 else f"{1 / factor:.2f}x slower"
+
+
+# ------------------------------------------------------------------------------ the product's demo
+
+DEMO_TARGET = "RedHatAI/Meta-Llama-3.1-70B-Instruct-quantized.w8a8"
+DEMO_DRAFT = "meta-llama/Llama-3.1-8B-Instruct"
+DEMO_VLLM_VERSION = "0.32.0"
+DEMO_K = 5
+DEMO_TENSOR_PARALLEL = 2
+DEMO_GPU_MEMORY_GIB = 80.0
+# The load generator's default prompt (256 words) as the emulator counts it (4 characters a token),
+# and its default max_tokens; outputs end at the emulated end-of-sequence (chat: mean 250 tokens)
+# or max_tokens, as they do without ignore_eos.
+DEMO_PROMPT_TOKENS = 370
+DEMO_MAX_TOKENS = 128
+DEMO_TEMPERATURE = 0.2
+# Per-replica request rates the demo figures are printed at.
+DEMO_RATES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+def demo_spec() -> SpeculativeInferenceSpec:
+    """The demo's SpeculativeInference spec (what manifests/examples/llama70b-int8-h100.yaml says)."""
+    return SpeculativeInferenceSpec(
+        vllm=VLLMSpec(version=DEMO_VLLM_VERSION),
+        target=TargetSpec(
+            model=DEMO_TARGET,
+            quantization=Quantization.INT8,
+            tensor_parallel_size=DEMO_TENSOR_PARALLEL,
+            max_model_len=MAX_MODEL_LEN,
+        ),
+        speculation=SpeculationSpec(
+            method=Method.DRAFT_MODEL,
+            num_speculative_tokens=DEMO_K,
+            draft=DraftSpec(model=DEMO_DRAFT, tensor_parallel_size=DEMO_TENSOR_PARALLEL),
+        ),
+        resources=GPUResources(
+            gpus_per_replica=DEMO_TENSOR_PARALLEL, gpu_type=GPU, gpu_memory_gib=DEMO_GPU_MEMORY_GIB
+        ),
+    )
+
+
+def demo_engine_config(speculative: bool) -> EngineConfig:
+    """A demo pod's engine, derived from its rendered container arguments as the emulator does."""
+    spec = demo_spec()
+    version = parse_version(spec.vllm.version)
+    args = parse_args(vllm_args(spec, Pool.SPECULATIVE if speculative else Pool.BASELINE), version)
+    config = derive_config(args, version, DEMO_GPU_MEMORY_GIB, spec.target.quantization.value)
+    assert not config.v0_engine
+    return config.engine
+
+
+def demo_acceptance(temperature: float) -> tuple[float, float]:
+    """The demo pair's acceptance on chat at ``temperature`` as the counters report it, and the
+    per-position alpha (per-position counter 0 over drafts) that produces it at k=5."""
+    config = demo_engine_config(speculative=True)
+    proposer = config.proposer
+    assert proposer is not None
+    rate = acceptance(proposer.method, PromptKind.CHAT, temperature, proposer.pairing, config.constants)
+    return rate, per_position_alpha(rate, proposer.num_speculative_tokens, config.constants)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLoad:
+    """One pod under one load: latencies, its queue and what its spec-decode counters read."""
+
+    summary: Summary
+    # Time-averaged vllm:num_requests_waiting while requests arrive (after the first quarter).
+    mean_waiting: float
+    # accepted / draft tokens over the run (the operator's acceptance); None on a baseline pod.
+    acceptance: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DemoPoint:
+    """A baseline and a speculative demo pod under the same Poisson arrivals."""
+
+    rate: float  # requests per second per replica
+    temperature: float
+    baseline: PoolLoad
+    speculative: PoolLoad
+
+    @property
+    def tpot_ratio(self) -> float:
+        """Speculative over baseline mean TPOT: below 1 speculation wins."""
+        return self.speculative.summary.mean_tpot / self.baseline.summary.mean_tpot
+
+
+def demo_requests(rate: float, seconds: float, temperature: float, seed: int) -> list[Request]:
+    """Poisson arrivals at ``rate`` for ``seconds``: the load generator's chat requests."""
+    rng = random.Random(seed + 100)
+    out: list[Request] = []
+    t = rng.expovariate(rate)
+    while t < seconds:
+        out.append(
+            Request(
+                request_id=f"req-{len(out)}",
+                prompt_tokens=DEMO_PROMPT_TOKENS,
+                max_tokens=DEMO_MAX_TOKENS,
+                temperature=temperature,
+                prompt_kind=PromptKind.CHAT,
+                arrival=t,
+                eos_after=sample_eos_after(rng, PromptKind.CHAT),
+            )
+        )
+        t += rng.expovariate(rate)
+    return out
+
+
+def _run_pool(config: EngineConfig, rate: float, temperature: float, seconds: float, seed: int) -> PoolLoad:
+    requests = demo_requests(rate, seconds, temperature, seed)
+    waited = observed = 0.0
+    drafted = accepted = 0
+
+    def on_step(result: StepResult) -> None:
+        nonlocal waited, observed, drafted, accepted
+        if seconds / 4 <= result.start <= seconds:
+            waited += result.num_waiting * result.duration
+            observed += result.duration
+        for p in result.progress:
+            drafted += p.drafted
+            accepted += p.accepted
+
+    run_virtual(Engine(config), requests, random.Random(seed), on_step)
+    return PoolLoad(
+        summary=summarize(requests, 0.25, 0.1),
+        mean_waiting=waited / observed if observed else 0.0,
+        acceptance=accepted / drafted if drafted else None,
+    )
+
+
+def demo_load(
+    rate: float, temperature: float = DEMO_TEMPERATURE, seconds: float = 120.0, seed: int = 1
+) -> DemoPoint:
+    """Both demo pods at ``rate`` requests/s per replica (requests arriving over ``seconds``)."""
+    return DemoPoint(
+        rate=rate,
+        temperature=temperature,
+        baseline=_run_pool(demo_engine_config(speculative=False), rate, temperature, seconds, seed),
+        speculative=_run_pool(demo_engine_config(speculative=True), rate, temperature, seconds, seed),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DemoThresholds:
+    """Per-replica request rates where the demo's speculative pod turns (to ``resolution``).
+
+    Speculation wins on mean TPOT up to ``spec_loses``; from ``spec_queues`` its pod is past its
+    capacity (the queue grows) while the baseline pod, which has more KV cache and does less work
+    per token, still keeps up until ``baseline_queues``.  Once both queue, each runs a full batch and
+    the speculative pod's is the smaller one (the draft took KV cache), so from ``spec_wins_again``
+    its TPOT is the better again: requests then lose their time waiting, not decoding.
+    """
+
+    spec_loses: float
+    spec_queues: float
+    spec_wins_again: float
+    baseline_queues: float
+    points: tuple[DemoPoint, ...]  # every rate run, sorted
+
+    def point(self, rate: float) -> DemoPoint:
+        return next(p for p in self.points if p.rate == rate)
+
+
+def demo_thresholds(
+    temperature: float = DEMO_TEMPERATURE,
+    rates: tuple[float, ...] = DEMO_RATES,
+    resolution: float = 0.5,
+    seed: int = 1,
+) -> DemoThresholds:
+    """Run ``rates``, then bisect between them for the rates where speculation turns."""
+    runs: dict[float, DemoPoint] = {}
+
+    def at(rate: float) -> DemoPoint:
+        if rate not in runs:
+            runs[rate] = demo_load(rate, temperature, seed=seed)
+        return runs[rate]
+
+    def bisect(lo: float, hi: float, turned: Callable[[DemoPoint], bool]) -> float:
+        """Lowest rate in (lo, hi] where ``turned`` holds, given it holds at hi and not at lo."""
+        while hi - lo > resolution:
+            mid = round((lo + hi) / 2 / resolution) * resolution
+            if mid in (lo, hi):
+                break
+            lo, hi = (lo, mid) if turned(at(mid)) else (mid, hi)
+        return hi
+
+    def first(turned: Callable[[DemoPoint], bool], above: float = 0.0) -> float:
+        """Lowest rate above ``above`` where ``turned`` holds (monotone from there on)."""
+        grid = sorted(r for r in (*rates, above) if r >= above)
+        hi = next((r for r in grid if r > above and turned(at(r))), None)
+        if hi is None:
+            return math.inf
+        below = [r for r in grid if r < hi]
+        return bisect(below[-1], hi, turned) if below and below[-1] > 0 else hi
+
+    def queues(pod: Callable[[DemoPoint], PoolLoad]) -> Callable[[DemoPoint], bool]:
+        return lambda p: pod(p).mean_waiting > 1.0
+
+    for rate in rates:
+        at(rate)
+    spec_queues = first(queues(lambda p: p.speculative))
+    spec_loses = math.inf
+    if math.isfinite(spec_queues) and at(spec_queues).tpot_ratio >= 1.0:
+        lo = max((r for r in rates if r < spec_queues), default=0.0)
+        spec_loses = bisect(lo, spec_queues, lambda p: p.tpot_ratio >= 1.0) if lo else spec_queues
+    wins_again = first(lambda p: p.tpot_ratio < 1.0, above=spec_queues) if spec_loses < math.inf else math.inf
+    return DemoThresholds(
+        spec_loses=spec_loses,
+        spec_queues=spec_queues,
+        spec_wins_again=wins_again,
+        baseline_queues=first(queues(lambda p: p.baseline)),
+        points=tuple(runs[r] for r in sorted(runs)),
+    )

@@ -1,0 +1,431 @@
+"""A discrete-event simulation of one SpeculativeInference's service, faster than real time.
+
+What runs is the real thing wherever it can be:
+
+* every pod is a ``perf.Engine`` built from the container arguments ``render.vllm_args`` writes for
+  its pool, parsed and sized by the emulator's ``args`` module (the same path an emulated pod takes);
+* the controller is the operator's pure code: ``policy.decide`` judges each evaluation and
+  ``reconcile.split_for_mode`` / ``reconcile.rollout_step`` move replicas one at a time;
+* what the policy sees is built the way Prometheus would answer the operator's queries: counters
+  and histograms as of the last scrape, ``rate()`` over the policy window, ``histogram_quantile``
+  over vLLM's TPOT buckets, gauges averaged over the window.
+
+What is modelled, not run: the Service spreads requests uniformly at random over ready pods (as
+kube-proxy does); a pod leaving a pool stops getting requests, finishes what it holds, and frees its
+GPUs; the pod replacing it starts then and serves ``startup_seconds`` later (model load).  A pod
+still holding requests when its termination grace period (``render.TERMINATION_GRACE_SECONDS``)
+runs out is killed and those requests fail, as do requests that arrive while no pod is ready.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from specops.api.v1alpha1 import PolicySpec, SpeculativeInferenceSpec, parse_duration
+from specops.plan.reconcile import growing_pool, rollout_step, split_for_mode
+from specops.policy.decide import SPECULATIVE, Observation, PolicyState, PoolMetrics, Transition, decide
+from specops.render.manifests import TERMINATION_GRACE_SECONDS, Pool, PoolSplit, vllm_args
+from specops.vllm.budget import vram_per_gpu_gib
+from specops.vllm.dialect import parse_version
+from specops_testkit.emulator.args import derive_config, parse_args
+from specops_testkit.emulator.metrics import ITL_BUCKETS, TTFT_BUCKETS
+from specops_testkit.emulator.perf import (
+    Engine,
+    EngineConfig,
+    FinishReason,
+    PromptKind,
+    Request,
+    StepResult,
+    sample_eos_after,
+)
+from specops_testkit.testbed.scenario import Arrival
+
+SCRAPE_SECONDS = 5.0  # the testbed's (and a typical PodMonitor's) scrape interval
+CONTROL_TICK = 1.0  # how often the simulated operator looks at rollouts
+
+
+def engine_config(spec: SpeculativeInferenceSpec, pool: Pool) -> EngineConfig:
+    """A pool's engine as an emulated pod derives it from its rendered command line (and the GPU
+    memory the pod runner gives it)."""
+    version = parse_version(spec.vllm.version)
+    args = parse_args(vllm_args(spec, pool), version)
+    return derive_config(args, version, vram_per_gpu_gib(spec), spec.target.quantization.value).engine
+
+
+def histogram_quantile(q: float, bounds: Sequence[float], values: Sequence[float]) -> float | None:
+    """Prometheus' ``histogram_quantile`` over ``values`` bucketed at ``bounds`` (+Inf last):
+    linear interpolation inside the bucket that holds the rank; the highest finite bound when
+    the rank falls in +Inf; None without observations."""
+    if not values:
+        return None
+    counts = [0] * (len(bounds) + 1)
+    for v in values:
+        counts[bisect.bisect_left(bounds, v)] += 1
+    rank = q * len(values)
+    seen = 0
+    for i, c in enumerate(counts):
+        if seen + c >= rank and c:
+            if i == len(bounds):
+                return bounds[-1]
+            lo = 0.0 if i == 0 else bounds[i - 1]
+            return lo + (bounds[i] - lo) * (rank - seen) / c
+        seen += c
+    return bounds[-1]
+
+
+@dataclass(slots=True)
+class SimPod:
+    name: str
+    pool: Pool
+    engine: Engine
+    ready_at: float  # inf until its GPUs are free and its start-up has begun
+    rng: random.Random
+    terminating_at: float | None = None
+    free_at: float = 0.0  # end of the step in flight
+    gone_at: float | None = None
+    successor: SimPod | None = None  # the pod waiting for this one's GPUs
+
+    @property
+    def active(self) -> bool:
+        """Neither leaving nor gone (it may still be starting)."""
+        return self.terminating_at is None and self.gone_at is None
+
+    def ready(self, now: float) -> bool:
+        return self.terminating_at is None and self.gone_at is None and self.ready_at <= now
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One request's outcome (times in seconds from the start of the scenario)."""
+
+    arrival: float
+    phase: str
+    temperature: float
+    pool: Pool | None  # None: failed, no ready pod
+    ttft: float | None
+    tpot: float | None
+    e2e: float | None
+    finished_at: float | None
+
+
+@dataclass(slots=True)
+class _Series:
+    """Time-stamped samples with running totals, for window sums by bisection."""
+
+    times: list[float] = field(default_factory=list)
+    totals: list[float] = field(default_factory=list)
+
+    def add(self, t: float, value: float) -> None:
+        self.times.append(t)
+        self.totals.append((self.totals[-1] if self.totals else 0.0) + value)
+
+    def _total_at(self, t: float) -> float:
+        i = bisect.bisect_right(self.times, t)
+        return self.totals[i - 1] if i else 0.0
+
+    def sum(self, start: float, end: float) -> float:
+        return self._total_at(end) - self._total_at(start)
+
+
+@dataclass(slots=True)
+class PoolRecord:
+    drafted: _Series = field(default_factory=_Series)
+    accepted: _Series = field(default_factory=_Series)
+    finished_times: list[float] = field(default_factory=list)
+    tpots: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    # One row per scrape: (time, live replicas, waiting, running) summed over the pool's pods.
+    scrapes: list[tuple[float, int, float, float]] = field(default_factory=list)
+
+    def _window(self, times: list[float], values: list[float], start: float, end: float) -> list[float]:
+        return values[bisect.bisect_right(times, start) : bisect.bisect_right(times, end)]
+
+    def metrics(self, start: float, end: float) -> PoolMetrics | None:
+        """What the operator's queries would read for this pool over (start, end]."""
+        rows = [s for s in self.scrapes if start < s[0] <= end]
+        if not rows:
+            return None
+        span = end - start
+        replicas = rows[-1][1]
+        drafted = self.drafted.sum(start, end)
+        tpots = self._window(self.finished_times, self.tpots, start, end)
+        ttfts = self._window(self.finished_times, self.ttfts, start, end)
+        return PoolMetrics(
+            replicas=replicas,
+            request_rate=len(tpots) / span,
+            acceptance=self.accepted.sum(start, end) / drafted if drafted else None,
+            tpot_p50=histogram_quantile(0.5, ITL_BUCKETS, tpots),
+            tpot_p99=histogram_quantile(0.99, ITL_BUCKETS, tpots),
+            ttft_p99=histogram_quantile(0.99, TTFT_BUCKETS, ttfts),
+            waiting=sum(r[2] for r in rows) / len(rows),
+            running=sum(r[3] for r in rows) / len(rows),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePoint:
+    t: float
+    mode: str
+    split: PoolSplit
+    qps: float  # arrivals per second over the last window
+    speculative: PoolMetrics | None
+    baseline: PoolMetrics | None
+    verdict: str
+
+
+@dataclass(slots=True)
+class Run:
+    """Everything one simulated run produced."""
+
+    served: list[Served]
+    timeline: list[TimelinePoint]
+    transitions: list[Transition]
+    end: float
+
+
+class Fleet:
+    """The pods of one service, the Service's routing and the metrics Prometheus would hold."""
+
+    def __init__(
+        self,
+        configs: dict[Pool, EngineConfig],
+        split: PoolSplit,
+        startup_seconds: float,
+        seed: int,
+    ) -> None:
+        self.configs = configs
+        self.startup = startup_seconds
+        self.seed = seed
+        self.pods: list[SimPod] = []
+        self.records = {Pool.SPECULATIVE: PoolRecord(), Pool.BASELINE: PoolRecord()}
+        self.applied = split
+        self._count = 0
+        for pool, n in ((Pool.SPECULATIVE, split.speculative), (Pool.BASELINE, split.baseline)):
+            for _ in range(n):
+                self._new_pod(pool, ready_at=0.0)
+
+    def _new_pod(self, pool: Pool, ready_at: float) -> SimPod:
+        self._count += 1
+        pod = SimPod(
+            name=f"{pool.suffix}-{self._count}",
+            pool=pool,
+            engine=Engine(self.configs[pool]),
+            ready_at=ready_at,
+            rng=random.Random(self.seed * 1000 + self._count),
+        )
+        self.pods.append(pod)
+        return pod
+
+    def live(self, pool: Pool, now: float) -> list[SimPod]:
+        return [p for p in self.pods if p.pool is pool and p.ready(now)]
+
+    def _leaving(self, pool: Pool, now: float) -> SimPod:
+        candidates = [p for p in self.pods if p.pool is pool and p.active]
+        # The Deployment controller removes a pod that is not ready first, else the newest.
+        candidates.sort(key=lambda p: (p.ready_at <= now, p.ready_at))
+        return candidates[0]
+
+    def apply(self, split: PoolSplit, now: float) -> None:
+        """Make the pools ``split``, as the Deployment controller would.
+
+        One replica moving between the pools (``maxSurge: 0``): a pod of the shrinking pool drains
+        and its successor starts once the GPUs are free.  A pool growing alone (a surge step):
+        the new pod starts now.  A pool shrinking alone: one of its pods drains.
+        """
+        d_spec = split.speculative - self.applied.speculative
+        d_base = split.baseline - self.applied.baseline
+        if {d_spec, d_base} == {1, -1}:
+            to = Pool.SPECULATIVE if d_spec > 0 else Pool.BASELINE
+            old = self._leaving(Pool.BASELINE if to is Pool.SPECULATIVE else Pool.SPECULATIVE, now)
+            old.terminating_at = now
+            old.successor = self._new_pod(to, ready_at=math.inf)
+        else:
+            for pool, delta in ((Pool.SPECULATIVE, d_spec), (Pool.BASELINE, d_base)):
+                for _ in range(max(0, delta)):
+                    self._new_pod(pool, ready_at=now + self.startup)
+                for _ in range(max(0, -delta)):
+                    self._leaving(pool, now).terminating_at = now
+        self.applied = split
+
+    def retire(self, now: float) -> None:
+        """Pods that finished draining leave; those past their grace period are killed."""
+        for p in self.pods:
+            if p.terminating_at is None or p.gone_at is not None or p.free_at > now:
+                continue
+            if p.engine.has_work and now - p.terminating_at < TERMINATION_GRACE_SECONDS:
+                continue
+            for r in [*p.engine.running, *p.engine.waiting]:
+                p.engine.abort(r, now)
+            p.gone_at = now
+            if p.successor is not None:
+                p.successor.ready_at = now + self.startup
+
+    def record_step(self, pod: SimPod, result: StepResult) -> None:
+        rec = self.records[pod.pool]
+        drafted = sum(p.drafted for p in result.progress)
+        if drafted:
+            rec.drafted.add(result.end, drafted)
+            rec.accepted.add(result.end, sum(p.accepted for p in result.progress))
+        for r in result.finished:
+            rec.finished_times.append(result.end)
+            rec.tpots.append(r.tpot if r.tpot is not None else 0.0)
+            rec.ttfts.append(r.ttft if r.ttft is not None else 0.0)
+
+    def scrape(self, now: float) -> None:
+        for pool, rec in self.records.items():
+            pods = [p for p in self.pods if p.pool is pool and p.gone_at is None and p.ready_at <= now]
+            if not pods:
+                continue
+            rec.scrapes.append(
+                (
+                    now,
+                    len(pods),
+                    float(sum(len(p.engine.waiting) for p in pods)),
+                    float(sum(len(p.engine.running) for p in pods)),
+                )
+            )
+
+    def observe(self, now: float, window: float) -> Observation:
+        """The operator's view at ``now``: data as of the last scrape, over the rate window."""
+        last = math.floor(now / SCRAPE_SECONDS) * SCRAPE_SECONDS
+        start = last - window
+        return Observation(
+            speculative=self.records[Pool.SPECULATIVE].metrics(start, last),
+            baseline=self.records[Pool.BASELINE].metrics(start, last),
+        )
+
+
+def _request(arrival: Arrival, i: int, rng: random.Random) -> Request:
+    kind = PromptKind(arrival.prompt_kind)
+    return Request(
+        request_id=f"req-{i}",
+        prompt_tokens=arrival.prompt_tokens,
+        max_tokens=arrival.max_tokens,
+        temperature=arrival.temperature,
+        prompt_kind=kind,
+        arrival=arrival.t,
+        eos_after=sample_eos_after(rng, kind),
+    )
+
+
+def simulate(
+    spec: SpeculativeInferenceSpec,
+    arrivals: Sequence[Arrival],
+    *,
+    startup_seconds: float,
+    seed: int,
+    adaptive: bool,
+    initial_mode: str = SPECULATIVE,
+    spec_override: SpeculativeInferenceSpec | None = None,
+) -> Run:
+    """Serve ``arrivals`` with ``spec``'s pools.  ``adaptive`` runs SpecOps' policy and rollout;
+    otherwise the service stays in ``initial_mode``.  ``spec_override`` replaces the speculative
+    pool's configuration (e.g. with vLLM's k-by-batch-size table)."""
+    policy: PolicySpec = spec.policy
+    configs = {
+        Pool.SPECULATIVE: engine_config(spec_override or spec, Pool.SPECULATIVE),
+        Pool.BASELINE: engine_config(spec, Pool.BASELINE),
+    }
+    probe_replicas = policy.probe.replicas
+    mode = initial_mode
+    fleet = Fleet(configs, split_for_mode(mode, spec.replicas, probe_replicas), startup_seconds, seed)
+    state = PolicyState(mode=mode)
+    interval = parse_duration(policy.interval)
+    window = parse_duration(policy.window)
+    route_rng = random.Random(seed + 1)
+    eos_rng = random.Random(seed + 2)
+    requests = [_request(a, i, eos_rng) for i, a in enumerate(arrivals)]
+    phase_of = {id(r): a for r, a in zip(requests, arrivals, strict=True)}
+    pool_of: dict[int, Pool] = {}
+    failed: list[Served] = []
+    timeline: list[TimelinePoint] = []
+    transitions: list[Transition] = []
+    arrival_times = [a.t for a in arrivals]
+    horizon = (arrivals[-1].t if arrivals else 0.0) + 1.0
+    next_scrape, next_eval, next_tick = SCRAPE_SECONDS, interval, CONTROL_TICK
+    i = 0
+    now = 0.0
+    while True:
+        busy = [p.free_at for p in fleet.pods if p.gone_at is None and (p.engine.has_work or p.free_at > now)]
+        if i >= len(requests) and not busy and now >= horizon:
+            break
+        candidates = [next_scrape, next_eval, next_tick, *busy]
+        if i < len(requests):
+            candidates.append(requests[i].arrival)
+        now = max(now, min(candidates))
+        # Arrivals: uniformly over the ready pods.
+        while i < len(requests) and requests[i].arrival <= now:
+            r = requests[i]
+            i += 1
+            ready = [p for p in fleet.pods if p.ready(r.arrival)]
+            if not ready:
+                a = phase_of[id(r)]
+                failed.append(Served(r.arrival, a.phase, a.temperature, None, None, None, None, None))
+                continue
+            pod = route_rng.choice(ready)
+            pod.engine.add(r)
+            pool_of[id(r)] = pod.pool
+        # Steps: every pod that is free and has work starts its next step now.
+        for pod in fleet.pods:
+            if pod.gone_at is None and pod.free_at <= now and pod.engine.has_work:
+                result = pod.engine.step(pod.rng, now)
+                pod.free_at = result.end
+                fleet.record_step(pod, result)
+        fleet.retire(now)
+        if now >= next_scrape:
+            fleet.scrape(now)
+            next_scrape += SCRAPE_SECONDS
+        if now >= next_tick:
+            next_tick += CONTROL_TICK
+            if adaptive:
+                target = split_for_mode(state.mode, spec.replicas, probe_replicas)
+                growing = growing_pool(target, fleet.applied)
+                ready_count = len(fleet.live(growing, now))
+                step = rollout_step(target, fleet.applied, ready_count, surge=spec.rollout.max_surge)
+                if step != fleet.applied:
+                    fleet.apply(step, now)
+        if now >= next_eval:
+            next_eval += interval
+            obs = fleet.observe(now, window)
+            verdict = "-"
+            if adaptive:
+                decision = decide(policy, state, obs, now)
+                state = decision.state
+                verdict = decision.assessment.reason
+                if decision.transition is not None:
+                    transitions.append(decision.transition)
+            lo = bisect.bisect_right(arrival_times, now - window)
+            hi = bisect.bisect_right(arrival_times, now)
+            timeline.append(
+                TimelinePoint(
+                    now,
+                    state.mode if adaptive else mode,
+                    fleet.applied,
+                    (hi - lo) / window,
+                    obs.speculative,
+                    obs.baseline,
+                    verdict,
+                )
+            )
+    served = failed + [_served(r, phase_of[id(r)], pool_of[id(r)]) for r in requests if r.finished]
+    served.sort(key=lambda s: s.arrival)
+    return Run(served=served, timeline=timeline, transitions=transitions, end=now)
+
+
+def _served(r: Request, a: Arrival, pool: Pool) -> Served:
+    if r.finish_reason is FinishReason.ABORT:  # killed with its pod
+        return Served(r.arrival, a.phase, a.temperature, pool, None, None, None, r.finish_time)
+    return Served(
+        arrival=r.arrival,
+        phase=a.phase,
+        temperature=a.temperature,
+        pool=pool,
+        ttft=r.ttft,
+        tpot=r.tpot,
+        e2e=r.e2e,
+        finished_at=r.finish_time,
+    )

@@ -1,0 +1,207 @@
+"""The simulator's output: a markdown table per scenario and PNG timelines."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+from specops.policy.decide import PoolMetrics
+from specops_testkit.sim.fleet import Run, TimelinePoint
+from specops_testkit.sim.suite import ALWAYS, DYNAMIC, NEVER, ORACLE, SPECOPS, SPECOPS_SURGE, ScenarioResult
+
+MODE_COLORS = {"Speculative": "#c8e6c9", "Baseline": "#ffcdd2", "Probing": "#fff9c4"}
+
+
+def _ms(x: float) -> str:
+    return f"{x * 1000:.1f}"
+
+
+def vs_oracle(result: ScenarioResult, strategy: str = SPECOPS) -> float | None:
+    """A strategy's P99 TPOT over the oracle's, minus one (0.05 = 5% worse)."""
+    figs = result.figures
+    if strategy not in figs or ORACLE not in figs:
+        return None
+    return figs[strategy].p99_tpot / figs[ORACLE].p99_tpot - 1
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.1%}"
+
+
+def scenario_table(result: ScenarioResult) -> str:
+    slo = result.scenario.slo
+    lines = [
+        f"| strategy | P50 TPOT ms | P99 TPOT ms | P99 TTFT s | SLO share (TPOT <= {slo.tpot * 1000:g} ms, "
+        f"TTFT <= {slo.ttft:g} s) | failed | transitions |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, f in result.figures.items():
+        lines.append(
+            f"| {name} | {_ms(f.p50_tpot)} | {_ms(f.p99_tpot)} | {f.p99_ttft:.2f} | {f.slo_share:.1%} | "
+            f"{f.failed} | {f.transitions} |"
+        )
+    return "\n".join(lines)
+
+
+def summary_table(results: Sequence[ScenarioResult]) -> str:
+    """One row per scenario: P99 TPOT of every strategy, SpecOps against the oracle, transitions."""
+    lines = [
+        "| scenario | always-spec | never-spec | vllm-dynamic | specops | specops maxSurge 1 | oracle "
+        "| specops vs oracle | maxSurge 1 vs oracle | beats both static | switches / regime changes "
+        "| probes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|",
+    ]
+    for r in results:
+        f = r.figures
+        cells = [
+            _ms(f[name].p99_tpot) if name in f else "-"
+            for name in (ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE)
+        ]
+        gap_cell = _pct(vs_oracle(r))
+        surge_cell = _pct(vs_oracle(r, SPECOPS_SURGE))
+        beats = (
+            "yes"
+            if SPECOPS in f and f[SPECOPS].p99_tpot < min(f[ALWAYS].p99_tpot, f[NEVER].p99_tpot)
+            else "no"
+        )
+        lines.append(
+            f"| {r.scenario.name} | {' | '.join(cells)} | {gap_cell} | {surge_cell} | {beats} | "
+            f"{r.switches} / {r.regime_changes} | {r.probes} |"
+        )
+    return "\n".join(lines)
+
+
+def decisions(run: Run) -> str:
+    if not run.transitions:
+        return "No transitions."
+    return "\n".join(
+        f"- {t.at:7.0f} s  {t.from_mode} -> {t.to_mode}  **{t.reason}**: {t.message}" for t in run.transitions
+    )
+
+
+def markdown(results: Sequence[ScenarioResult], plots: dict[str, str]) -> str:
+    parts = ["## Summary (P99 TPOT in ms)", "", summary_table(results), ""]
+    for r in results:
+        parts += [f"## {r.scenario.name}", "", r.scenario.description, ""]
+        if r.oracle_choice:
+            chosen = ", ".join(f"{phase}: {name}" for phase, name in r.oracle_choice.items())
+            parts += [f"Oracle's choice per phase: {chosen}.", ""]
+        parts += [scenario_table(r), ""]
+        if SPECOPS in r.runs:
+            parts += ["SpecOps' decisions (simulated seconds):", "", decisions(r.runs[SPECOPS]), ""]
+        if r.scenario.name in plots:
+            parts += [f"![{r.scenario.name} timeline]({plots[r.scenario.name]})", ""]
+    return "\n".join(parts)
+
+
+def plot(result: ScenarioResult, path: Path) -> None:
+    """SpecOps' mode, the offered load, acceptance and P99 TPOT per pool as the policy saw them,
+    with the static configurations' P99 TPOT for comparison."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = result.runs[SPECOPS]
+    pts = run.timeline
+    if not pts:
+        return
+    ts = [p.t / 60 for p in pts]
+    fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
+    for ax in axes:
+        for a, b in itertools.pairwise(pts):
+            ax.axvspan(a.t / 60, b.t / 60, color=MODE_COLORS.get(a.mode, "#eeeeee"), linewidth=0)
+    axes[0].plot(ts, [p.qps for p in pts], color="black", label="offered QPS (window mean)")
+    axes[0].set_ylabel("requests/s")
+    axes[0].legend(loc="upper right")
+    axes[0].set_title(
+        f"{result.scenario.name}: SpecOps (green Speculative, yellow Probing, red Baseline), simulated"
+    )
+
+    axes[1].plot(
+        ts,
+        [p.speculative.acceptance if p.speculative else None for p in pts],
+        color="tab:blue",
+        label="acceptance (speculative pool)",
+    )
+    policy = result.spec.policy
+    axes[1].axhline(
+        policy.min_acceptance_rate, color="tab:red", linewidth=0.8, linestyle=":", label="minAcceptanceRate"
+    )
+    axes[1].axhline(
+        policy.break_even_acceptance_rate,
+        color="tab:orange",
+        linewidth=0.8,
+        linestyle=":",
+        label="break-even",
+    )
+    axes[1].set_ylim(0, 1)
+    axes[1].set_ylabel("acceptance")
+    axes[1].legend(loc="lower right")
+
+    def p99(metrics: PoolMetrics | None) -> float | None:
+        value = None if metrics is None else metrics.tpot_p99
+        return None if value is None else value * 1000
+
+    axes[2].plot(ts, [p99(p.speculative) for p in pts], color="tab:green", label="SpecOps: speculative pool")
+    axes[2].plot(ts, [p99(p.baseline) for p in pts], color="tab:red", label="SpecOps: baseline pool")
+    for name, style in ((ALWAYS, "#2e7d32"), (NEVER, "#c62828")):
+        if name in result.runs:
+            other = result.runs[name].timeline
+            axes[2].plot(
+                [p.t / 60 for p in other],
+                [p99(p.speculative if name == ALWAYS else p.baseline) for p in other],
+                color=style,
+                linestyle=":",
+                linewidth=1,
+                label=f"{name} (static)",
+            )
+    if SPECOPS_SURGE in result.runs:
+        surged = result.runs[SPECOPS_SURGE].timeline
+
+        def worst(p: TimelinePoint) -> float | None:
+            values = [v for v in (p99(p.speculative), p99(p.baseline)) if v]
+            return max(values) if values else None
+
+        axes[2].plot(
+            [p.t / 60 for p in surged],
+            [worst(p) for p in surged],
+            color="tab:blue",
+            linestyle="--",
+            linewidth=1,
+            label="SpecOps maxSurge 1 (worse pool)",
+        )
+    axes[2].set_ylabel("P99 TPOT ms (window)")
+    axes[2].set_xlabel("minutes")
+    axes[2].legend(loc="upper right", fontsize=8)
+    start = 0.0
+    for phase in result.scenario.phases:
+        axes[2].annotate(
+            phase.name, (start / 60, axes[2].get_ylim()[1]), va="top", fontsize=7, color="#555555"
+        )
+        for ax in axes:
+            ax.axvline(start / 60, color="#777777", linewidth=0.8, linestyle="--")
+        start += phase.seconds
+    for t in run.transitions:
+        for ax in axes:
+            ax.axvline(t.at / 60, color="black", linewidth=0.6)
+        axes[0].annotate(t.reason, (t.at / 60, axes[0].get_ylim()[1]), rotation=90, va="top", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write(results: Sequence[ScenarioResult], out: Path, with_plots: bool = True) -> Path:
+    """Write ``simulation.md`` (and one PNG per scenario) into ``out``; return the markdown path."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots: dict[str, str] = {}
+    if with_plots:
+        for r in results:
+            if SPECOPS in r.runs:
+                name = f"sim-{r.scenario.name}.png"
+                plot(r, out / name)
+                plots[r.scenario.name] = name
+    path = out / "simulation.md"
+    path.write_text(markdown(results, plots))
+    return path

@@ -1,0 +1,277 @@
+"""The README's first command: the operator at work on the local closed loop.
+
+Brings up the test world, starts the operator, applies an example resource, plays a scenario
+(low load, a surge to saturation, low load again) against the Service's ready pods, prints a live
+table, then the decision history, writes a timeline plot and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from specops.api.crd import build_crd
+from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
+from specops.controller.evaluator import prometheus_query
+from specops.controller.main import OperatorOptions, OperatorThread
+from specops.metrics.observation import build_observations
+from specops.metrics.promql import build_queries, parse_vector
+from specops.plan.reconcile import epoch
+from specops.policy.decide import Observation
+from specops_testkit.testbed.controlplane import free_port
+from specops_testkit.testbed.loadgen import Record, endpoints_resolver, run_load
+from specops_testkit.testbed.scenario import Scenario, load_scenario
+from specops_testkit.testbed.stack import Testbed
+
+
+@dataclass
+class Tick:
+    t: float
+    phase: str
+    offered_qps: float
+    served_qps: float
+    mode: str
+    spec_ready: int
+    base_ready: int
+    acceptance: float | None
+    p99_spec: float | None
+    p99_base: float | None
+    verdict: str
+
+
+@dataclass
+class DemoResult:
+    ticks: list[Tick] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    t0_wall: float = 0.0
+
+
+def _get_si(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    return obj
+
+
+def _fmt(x: float | None, scale: float = 1.0, digits: int = 1) -> str:
+    return "-" if x is None else f"{x * scale:.{digits}f}"
+
+
+HEADER = (
+    f"{'t(s)':>6} {'phase':<10} {'QPS':>5} {'mode':<11} {'spec':>4} {'base':>4} {'accept':>6} "
+    f"{'P99 TPOT spec':>13} {'base':>6} {'verdict':<9}"
+)
+
+
+def _row(tick: Tick) -> str:
+    return (
+        f"{tick.t:6.0f} {tick.phase:<10} {tick.served_qps:5.1f} {tick.mode:<11} {tick.spec_ready:>4} "
+        f"{tick.base_ready:>4} {_fmt(tick.acceptance, 1, 2):>6} {_fmt(tick.p99_spec, 1000):>10} ms "
+        f"{_fmt(tick.p99_base, 1000):>6} {tick.verdict:<9}"
+    )
+
+
+def run_demo(
+    resource: Path,
+    scenario_path: Path,
+    run_dir: Path,
+    plot: Path | None,
+    keep: bool = False,
+) -> DemoResult:
+    doc = yaml.safe_load(resource.read_text())
+    scenario = load_scenario(scenario_path)
+    namespace = doc["metadata"].get("namespace", "default")
+    name = doc["metadata"]["name"]
+    result = DemoResult()
+    print(f"== SpecOps demo: {resource.name} under scenario '{scenario.name}' ({scenario.seconds:.0f} s)")
+    print("== [1/5] starting the local test world (etcd, kube-apiserver, controller-manager, Prometheus)")
+    tb = Testbed(run_dir, crds=[build_crd()], emulator_env={"SPECOPS_EMULATOR_LOAD_SECONDS": "2"})
+    tb.up()
+    op: OperatorThread | None = None
+    try:
+        assert tb.state is not None
+        print("== [2/5] starting the operator (validating webhook on loopback, policy loop)")
+        op = local_operator(tb, resync_seconds=10.0)
+        core = client.CoreV1Api(tb.api)
+        if namespace != "default":
+            core.create_namespace({"metadata": {"name": namespace}})
+        print(f"== [3/5] applying {resource} ({namespace}/{name})")
+        client.CustomObjectsApi(tb.api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, copy.deepcopy(doc)
+        )
+        _wait_ready(tb, namespace, name)
+        print(f"== [4/5] playing '{scenario.name}': {scenario.description}")
+        print(HEADER)
+        _play(tb, scenario, namespace, name, result)
+        si = _get_si(tb.api, namespace, name)
+        result.decisions = (si.get("status") or {}).get("decisions", [])
+        print("== [5/5] decisions (as `kubectl describe specinf` shows them):")
+        for d in result.decisions:
+            print(f"   {d['time']}  {d['from']:>11} -> {d['to']:<11} {d['reason']}: {d['message']}")
+        if not result.decisions:
+            print("   (none)")
+        if plot is not None:
+            write_plot(result, plot, scenario)
+            print(f"== timeline plot: {plot}")
+        if keep:
+            print(
+                f"== kept running; KUBECONFIG={tb.kubeconfig}; Prometheus {tb.prometheus_url}; Ctrl-C stops"
+            )
+            while True:
+                time.sleep(3600)
+    finally:
+        if op is not None:
+            op.stop()
+        tb.down()
+        print("== stopped every process the demo started")
+    return result
+
+
+def local_operator(tb: Testbed, resync_seconds: float) -> OperatorThread:
+    """The operator in this process, on the test world, with its webhook on loopback."""
+    assert tb.state is not None
+    return OperatorThread(
+        OperatorOptions(
+            kubeconfig=str(tb.state.operator_kubeconfig),
+            prometheus_url=tb.prometheus_url,
+            metrics_port=None,
+            liveness_port=None,
+            resync_seconds=resync_seconds,
+            webhook_listen="127.0.0.1",
+            webhook_port=free_port(),
+        )
+    ).start()
+
+
+def _wait_ready(tb: Testbed, namespace: str, name: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        si = _get_si(tb.api, namespace, name)
+        conds = {c["type"]: c for c in (si.get("status") or {}).get("conditions", [])}
+        ready = conds.get("Ready", {})
+        if ready.get("status") == "True":
+            print(f"   pools ready: {ready.get('message')}")
+            return
+        time.sleep(1)
+    raise RuntimeError(f"{namespace}/{name} not Ready after {timeout:.0f} s")
+
+
+def _play(tb: Testbed, scenario: Scenario, namespace: str, name: str, result: DemoResult) -> None:
+    records: list[Record] = []
+    model = _served_model(tb, namespace, name)
+    done = threading.Event()
+
+    def load() -> None:
+        try:
+            resolver = endpoints_resolver(tb.api, namespace, name)
+            records.extend(asyncio.run(run_load(scenario, resolver, model)))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=load, name="loadgen", daemon=True)
+    t0 = time.monotonic()
+    result.t0_wall = time.time()
+    thread.start()
+    starts = []
+    acc = 0.0
+    for p in scenario.phases:
+        starts.append((acc, p))
+        acc += p.seconds
+    while not done.wait(2.0):
+        t = time.monotonic() - t0
+        phase = next((p for s, p in reversed(starts) if t >= s), scenario.phases[0])
+        si = _get_si(tb.api, namespace, name)
+        st = si.get("status") or {}
+        pools = st.get("pools") or {}
+        live = _live_observation(tb.prometheus_url, namespace, name)
+        spec_pool, base_pool = live.speculative, live.baseline
+        tick = Tick(
+            t=t,
+            phase=phase.name[:10],
+            offered_qps=phase.rate_at(t - next(s for s, p in starts if p is phase)),
+            served_qps=sum(p.request_rate or 0.0 for p in (spec_pool, base_pool) if p is not None),
+            mode=str(st.get("mode", "-")),
+            spec_ready=int((pools.get("speculative") or {}).get("readyReplicas", 0)),
+            base_ready=int((pools.get("baseline") or {}).get("readyReplicas", 0)),
+            acceptance=spec_pool.acceptance if spec_pool else None,
+            p99_spec=spec_pool.tpot_p99 if spec_pool else None,
+            p99_base=base_pool.tpot_p99 if base_pool else None,
+            verdict=str(st.get("verdict", "-")),
+        )
+        result.ticks.append(tick)
+        print(_row(tick), flush=True)
+    thread.join()
+    result.records = records
+    (tb.run_dir / "requests.jsonl").write_text("\n".join(json.dumps(r.__dict__) for r in records))
+
+
+def _live_observation(prometheus_url: str, namespace: str, name: str) -> Observation:
+    """Live figures straight from Prometheus over the last 10 s (status holds slower-moving ones)."""
+    query = prometheus_query(timeout=5.0)
+    try:
+        results = {sig: parse_vector(query(prometheus_url, q)) for sig, q in build_queries("10s").items()}
+    except Exception:
+        return Observation()
+    return build_observations(results).get((namespace, name), Observation())
+
+
+def _served_model(tb: Testbed, namespace: str, name: str) -> str:
+    si = _get_si(tb.api, namespace, name)
+    vllm = si["spec"].get("vllm") or {}
+    return str(vllm.get("servedModelName") or si["spec"]["target"]["model"])
+
+
+def write_plot(result: DemoResult, path: Path, scenario: Scenario) -> None:
+    """Mode, acceptance and P99 TPOT per pool over time, decisions marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ticks = result.ticks
+    if not ticks:
+        return
+    ts = [k.t for k in ticks]
+    fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
+    colors = {"Speculative": "#c8e6c9", "Baseline": "#ffcdd2", "Probing": "#fff9c4"}
+    for ax in axes:
+        for a, b in itertools.pairwise(ticks):
+            ax.axvspan(a.t, b.t, color=colors.get(a.mode, "#eeeeee"), linewidth=0)
+    axes[0].plot(ts, [k.offered_qps for k in ticks], label="offered QPS", color="#555555", linestyle="--")
+    axes[0].plot(ts, [k.served_qps for k in ticks], label="served QPS (Prometheus)", color="black")
+    axes[0].set_ylabel("requests/s")
+    axes[0].legend(loc="upper right")
+    axes[0].set_title(f"SpecOps demo: {scenario.name} (green Speculative, yellow Probing, red Baseline)")
+    axes[1].plot(ts, [k.acceptance for k in ticks], color="tab:blue", label="acceptance (speculative pool)")
+    axes[1].axhline(0.5, color="tab:red", linewidth=0.8, linestyle=":", label="minAcceptanceRate")
+    axes[1].axhline(0.65, color="tab:orange", linewidth=0.8, linestyle=":", label="break-even")
+    axes[1].set_ylim(0, 1)
+    axes[1].set_ylabel("acceptance")
+    axes[1].legend(loc="lower right")
+    ms = [None if k.p99_spec is None else k.p99_spec * 1000 for k in ticks]
+    mb = [None if k.p99_base is None else k.p99_base * 1000 for k in ticks]
+    axes[2].plot(ts, ms, color="tab:green", label="P99 TPOT speculative")
+    axes[2].plot(ts, mb, color="tab:red", label="P99 TPOT baseline")
+    axes[2].set_ylabel("ms")
+    axes[2].set_xlabel("seconds since the scenario started")
+    axes[2].legend(loc="upper right")
+    for d in result.decisions:
+        when = epoch(d["time"]) - result.t0_wall
+        if 0 <= when <= ticks[-1].t:
+            for ax in axes:
+                ax.axvline(when, color="black", linewidth=0.8)
+            axes[0].annotate(d["reason"], (when, axes[0].get_ylim()[1]), rotation=90, va="top", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
