@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
@@ -24,6 +24,30 @@ log = logging.getLogger("specops.kube")
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KubeApi(Protocol):
+    """What the reconciler asks of Kubernetes: reads of the resource and the objects it owns, and
+    the three kinds of write.  ``Kube`` is the real one; the tests run the reconciler on an
+    in-memory one (tests/support/fake_kube.py) with the same signatures, checked by mypy."""
+
+    def get_resource(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def get_pod_monitor(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def pod_monitor_served(self) -> bool: ...
+
+    def apply(self, manifest: dict[str, Any]) -> None: ...
+
+    def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> str | None: ...
+
+    def post_event(self, resource: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 
 class Kube:
@@ -135,3 +159,9 @@ class Kube:
             log.warning(
                 "could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc.reason
             )
+
+
+def _kube_is_a_kube_api(kube: Kube) -> KubeApi:
+    """Never called: mypy checks here that the real client offers everything the reconciler asks
+    of a KubeApi (a return-value error, which this package's mypy settings do not relax)."""
+    return kube

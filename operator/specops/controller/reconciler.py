@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from specops.api.v1alpha1 import SpeculativeInferenceStatus
 from specops.checks.validation import ResourceError, check_resource, load_resource
 from specops.controller import metrics
-from specops.controller.kube import FIELD_MANAGER, Kube, now_rfc3339
+from specops.controller.kube import FIELD_MANAGER, KubeApi, now_rfc3339
 from specops.plan.reconcile import (
     applied_split,
     current_mode,
@@ -64,7 +64,7 @@ def _strip_status(body: dict[str, Any]) -> dict[str, Any]:
 
 class Reconciler:
     def __init__(
-        self, kube: Kube, clock: Callable[[], str] = now_rfc3339, status_refresh_seconds: float = 60.0
+        self, kube: KubeApi, clock: Callable[[], str] = now_rfc3339, status_refresh_seconds: float = 60.0
     ) -> None:
         self.kube = kube
         self.clock = clock
