@@ -129,7 +129,10 @@ def operator_metric_names() -> set[str]:
 
 def vllm_metric_names() -> set[str]:
     """Every vLLM series the emulator and the operator's queries know, with exposition suffixes."""
-    sources = [ROOT / "operator/specops/emulator/metrics.py", ROOT / "operator/specops/promql.py"]
+    sources = [
+        ROOT / "testkit/specops_testkit/emulator/metrics.py",
+        ROOT / "operator/specops/metrics/promql.py",
+    ]
     bases = {m for p in sources for m in re.findall(r'"(vllm:[a-z_]+)', p.read_text())}
     return {f"{b}{suffix}" for b in bases for suffix in ("", "_total", "_bucket", "_sum", "_count")}
 
