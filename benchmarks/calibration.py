@@ -1,7 +1,7 @@
 """Check the emulator's performance model against the published figures it was fitted to, and print
 the product's demo figures.
 
-Runs DOMAIN.md section 2's four measurements (Llama-3-70B on 4 x H100: a draft model on ShareGPT,
+Runs docs/domain.md, section 3's four measurements (Llama-3-70B on 4 x H100: a draft model on ShareGPT,
 n-gram on CNN/DailyMail, each at QPS 1 and at high QPS) in virtual time: Poisson arrivals through
 ``specops_testkit.emulator.perf.Engine``, no sleeping.  Prints measured against published factors (baseline
 TPOT over speculative TPOT) and whether each is within +-15%.

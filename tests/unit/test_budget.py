@@ -1,4 +1,4 @@
-"""Budget table tests. DOMAIN.md section 4's worked figures are in nominal GB (1e9 bytes) with
+"""Budget table tests. The worked figures of docs/domain.md#memory are in nominal GB (1e9 bytes) with
 GPU capacities read as GB; SpecOps computes in GiB with exact parameter counts.  Each test below
 states which unit it checks."""
 

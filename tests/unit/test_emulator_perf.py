@@ -88,7 +88,7 @@ def test_per_position_alpha_is_clamped() -> None:
 
 
 def test_acceptance_follows_domain_temperature_shape_for_a_good_pair() -> None:
-    # DOMAIN.md section 2's figures are the counters' accepted / draft tokens, whatever k.
+    # The figures of docs/domain.md#measurements are the counters' accepted / draft tokens, whatever k.
     good = Pairing(size_ratio=10.0)
     got = [acceptance(Method.DRAFT_MODEL, PromptKind.CHAT, t, good) for t in (0.0, 0.4, 0.8, 1.0)]
     assert got == pytest.approx([0.81, 0.71, 0.52, 0.38], abs=1e-9)
@@ -117,7 +117,7 @@ def test_acceptance_orders_methods_pairings_and_prompts() -> None:
     int8 = acceptance(Method.DRAFT_MODEL, PromptKind.CHAT, 0.0, Pairing(10.0, target_bytes_per_param=1.0))
     int4 = acceptance(Method.DRAFT_MODEL, PromptKind.CHAT, 0.0, Pairing(10.0, target_bytes_per_param=0.5))
     assert int4 < int8 < draft
-    assert draft - int4 > 0.05  # DOMAIN.md section 3: a drop of more than 5 points means revisit it
+    assert draft - int4 > 0.05  # docs/domain.md#thresholds: a drop of more than 5 points means revisit it
     assert acceptance(Method.DRAFT_MODEL, PromptKind.CHAT, 0.0, Pairing(10.0, same_tokenizer=False)) < 0.1
 
 

@@ -26,8 +26,8 @@ Breach rules while speculative, first match wins:
 Rules 3 and 4 need a reference.  A baseline pool serving the same window is a true A/B comparison
 and applies at any acceptance; the baseline recorded during the last Baseline period (at a similar
 per-replica load, within a factor ``REFERENCE_LOAD_TOLERANCE``) is weaker evidence and applies only
-in the break-even band (minAcceptanceRate <= acceptance < breakEvenAcceptanceRate), as DOMAIN.md
-section 3 prescribes.  In that band with no usable reference SpecOps keeps speculating: starting a
+in the break-even band (minAcceptanceRate <= acceptance < breakEvenAcceptanceRate), as docs/domain.md,
+section 4 prescribes.  In that band with no usable reference SpecOps keeps speculating: starting a
 comparison would restart a pod, and the simulator shows that costs more than the regression it
 could find (docs/benchmarks.md, mixed-temperature).
 

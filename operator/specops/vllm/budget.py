@@ -28,7 +28,7 @@ from specops.api.v1alpha1 import (
 )
 from specops.vllm.dialect import DRAFT_TP_MUST_MATCH_SINCE, parse_version
 
-# DOMAIN rules of thumb (DOMAIN.md section 4).
+# Rules of thumb (docs/domain.md#memory).
 DRAFT_VRAM_SHARE_LIMIT = 0.15
 TARGET_VRAM_SHARE_LIMIT = 0.70
 # "About 1:8 to 1:12": warn outside 1:7 .. 1:14 so the well-known pairs (8B->70B is 1:8.8,

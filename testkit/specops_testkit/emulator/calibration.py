@@ -1,7 +1,7 @@
 """The published measurements the performance model is fitted to, as runnable virtual-time scenarios,
 and the product's demo configuration under load.
 
-DOMAIN.md section 2, rows 1-4 (vLLM team blog, Oct 2024): Llama-3-70B on 4 x H100, a draft model
+docs/domain.md#measurements, rows 1-4 (vLLM team blog, Oct 2024): Llama-3-70B on 4 x H100, a draft model
 (turboderp/Qwama-0.5B-Instruct) on ShareGPT and n-gram prompt lookup on CNN/DailyMail, each at
 QPS 1 and at high QPS.  The blog gives the factors, not the settings; what it leaves open is fixed
 here and listed in docs/emulator.md:
@@ -11,7 +11,7 @@ here and listed in docs/emulator.md:
   request then (``benchmarks/backend_request_func.py``);
 * the draft runs with k=4 at tensor parallel size 1 (vLLM's nightly benchmark of this pair), n-gram
   with k=5 (the blog's example);
-* the factor compared is mean per-request TPOT, baseline over speculative (what DOMAIN.md section 5
+* the factor compared is mean per-request TPOT, baseline over speculative (what docs/domain.md#vllm-metrics
   says to compare pools on); "high QPS" is an offered load above both pools' capacity, measured
   once they run full (the first and last 30% of requests, filling and draining, are left out).
 

@@ -13,8 +13,8 @@ release each holds.  What the operator's queries must survive, reproduced here o
   ``rate()`` of them is not a rate of tokens, though the ratio of two is still the acceptance).
   Real V0 summed every accepted position, prefix or not, so its gauge read about the per-position
   alpha; the emulator counts the accepted prefix on V0 too, on purpose, so that the gauge the
-  operator reads on V0 pods reports the same quantity as V1's counter ratio (DOMAIN.md's
-  acceptance, which its thresholds are defined on).
+  operator reads on V0 pods reports the same quantity as V1's counter ratio (the
+  acceptance of docs/domain.md#acceptance, which its thresholds are defined on).
 * Inter-token latency is observed once per engine step per request, whatever the step emitted,
   so a speculative pod's ITL is its step time.  It is ``vllm:time_per_output_token_seconds`` up to
   0.11.x (V1 hides it from 0.12.0) and ``vllm:inter_token_latency_seconds`` from 0.10.2;

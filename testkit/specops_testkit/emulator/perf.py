@@ -4,7 +4,7 @@ The emulator drives it in real time and a discrete-event simulator can drive it 
 nothing here reads a clock, sleeps or does I/O: ``Engine.step(rng, now)`` says how long one engine
 step takes and what it produced, and the caller decides what "now" is.
 
-The model is DOMAIN.md section 7, with its constants in one table (``PerfConstants``):
+The model is docs/domain.md#load-regimes, with its constants in one table (``PerfConstants``):
 
 * A target forward pass costs ``t_mem + n x t_tok``: ``t_mem`` streams the weights once (bytes per
   GPU / HBM bandwidth, plus a fixed launch/all-reduce cost and the KV cache the batch attends to),
@@ -16,8 +16,8 @@ The model is DOMAIN.md section 7, with its constants in one table (``PerfConstan
 * The proposer adds its own cost: a draft model runs ``k`` sequential passes of the same form
   (scaled by its size), an EAGLE/MTP head ``k`` small passes, Medusa one, and n-gram prompt lookup
   scans each sequence's context on the CPU (near zero at batch 1, real money at batch 256).
-* Acceptance is what vLLM's counters report, accepted / proposed draft tokens (DOMAIN.md sections
-  2, 3 and 5: the operator's thresholds apply to that ratio).  Each request gets a target ratio
+* Acceptance is what vLLM's counters report, accepted / proposed draft tokens (docs/domain.md,
+  sections 3, 4 and 7: the operator's thresholds apply to that ratio).  Each request gets a target ratio
   ``r`` that falls with temperature, with a draft too small (or too large) for its target, with a
   foreign family and with a quantized target; n-gram's depends on whether the output copies the
   prompt (summarization) or not (chat).  Steps are sampled per position: each of the ``k`` draft
@@ -28,7 +28,7 @@ The model is DOMAIN.md section 7, with its constants in one table (``PerfConstan
 * Concurrency is capped by ``max_num_seqs`` and by the KV cache (in tokens); requests beyond wait,
   and a running request that cannot grow is preempted and recomputed later, as vLLM does.
 
-The constants are fitted to the vLLM team's published figures (DOMAIN.md section 2); the fit is
+The constants are fitted to the vLLM team's published figures (docs/domain.md#measurements); the fit is
 checked by ``benchmarks/calibration.py`` and documented in ``docs/emulator.md``.
 """
 
@@ -68,7 +68,7 @@ class FinishReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PerfConstants:
-    """Every tunable of the model, H100-class hardware, fitted to DOMAIN.md section 2.
+    """Every tunable of the model, H100-class hardware, fitted to docs/domain.md#measurements.
 
     Times are seconds, rates per second, per GPU unless said otherwise.  See docs/emulator.md for
     the fit and the published figures it reproduces.
@@ -116,8 +116,8 @@ class PerfConstants:
     verify_position_overhead_s: float = 6.5e-5
 
     # --- acceptance ---------------------------------------------------------------------------
-    # "Acceptance" is what vLLM's counters report, accepted / proposed draft tokens (DOMAIN.md
-    # section 5), the quantity DOMAIN.md's figures describe and the operator's thresholds apply to.
+    # "Acceptance" is what vLLM's counters report, accepted / proposed draft tokens (docs/domain.md,
+    # section 7), the quantity docs/domain.md's figures describe and the operator's thresholds apply to.
     # A request's target is base(method) x temperature curve x pairing (for lookup methods: given a
     # match); steps are sampled with the per-position alpha that makes the counters read it at the
     # pod's k (``per_position_alpha``).
@@ -141,8 +141,8 @@ class PerfConstants:
     )
     # Suffix decoding matches more often (it also indexes earlier outputs) at the same acceptance.
     suffix_match_bonus: float = 0.10
-    # Acceptance against temperature for a good pair, (temperature, acceptance) points: DOMAIN.md
-    # section 2's 0.81/0.71/0.52/0.38 at 0/0.4/0.8/1.0; beyond 1.0 it keeps falling to 2.0.
+    # Acceptance against temperature for a good pair, (temperature, acceptance) points: docs/domain.md,
+    # section 3's 0.81/0.71/0.52/0.38 at 0/0.4/0.8/1.0; beyond 1.0 it keeps falling to 2.0.
     # Every method is scaled by this curve divided by its value at 0.
     temperature_curve: tuple[tuple[float, float], ...] = (
         (0.0, 0.81),
@@ -339,7 +339,7 @@ def acceptance(
 ) -> float:
     """The acceptance one request's draft tokens show in vLLM's counters, accepted / proposed.
 
-    DOMAIN.md's figures (0.81/0.71/0.52/0.38 at T 0/0.4/0.8/1.0 for a good pair) are this ratio; the
+    docs/domain.md's figures (0.81/0.71/0.52/0.38 at T 0/0.4/0.8/1.0 for a good pair) are this ratio; the
     per-position alpha that produces it at a pod's k is ``per_position_alpha``.
     """
     rate = base_acceptance(method, kind, c) * temperature_factor(temperature, c) * pairing_factor(pairing, c)

@@ -30,7 +30,7 @@ class Workload:
 
 
 # ShareGPT-like chat and CNN/DailyMail-like summarization, the two datasets of the vLLM team's
-# speculative decoding measurements (DOMAIN.md section 2).  Outputs end at max_tokens (benchmarks
+# speculative decoding measurements (docs/domain.md#measurements).  Outputs end at max_tokens (benchmarks
 # send ignore_eos), so lengths are what the workload says.  Temperature 0: vLLM's serving benchmark
 # sent greedy requests when those figures were measured.
 CHAT = Workload(PromptKind.CHAT, temperature=0.0, prompt_mean=250, output_mean=250)
