@@ -33,7 +33,7 @@ from kubernetes import client
 from specops.api.crd import build_crd
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION, parse_duration
 from specops.controller.main import OperatorThread
-from specops.plan.reconcile import epoch
+from specops.plan.status import epoch
 from specops_testkit.testbed.demo import local_operator
 from specops_testkit.testbed.loadgen import endpoints_resolver, run_load
 from specops_testkit.testbed.scenario import Scenario

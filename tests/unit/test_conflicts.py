@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
 
 from specops.controller.reconciler import CONFLICT_ATTEMPTS, Reconciler
-from specops.plan.reconcile import contains, needs_apply, rollout_step
+from specops.plan.drift import contains, needs_apply
+from specops.plan.rollout import rollout_step
 from specops.policy.decide import Observation, PoolMetrics
 from specops.render.manifests import PoolSplit, render_all
-from tests.conftest import make_doc, make_si
+from tests.support.fake_kube import FakeKube, Write
+from tests.support.resources import as_stored, make_doc, make_si
 
 # ------------------------------------------------------------- keyed lists and managed fields
 
@@ -84,68 +85,9 @@ def test_needs_apply_leaves_other_managers_elements_alone() -> None:
 # ------------------------------------------------------------------ status patches that race
 
 
-class FakeKube:
-    """One resource with a resourceVersion, conflict semantics like the API server's, and a hook
-    that lets another writer in between the reconciler's read and its status patch."""
-
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.body = body
-        self.rv = 1
-        self.body["metadata"]["resourceVersion"] = "1"
-        self.deployments: dict[str, dict[str, Any]] = {}
-        self.services: dict[str, dict[str, Any]] = {}
-        self.events: list[str] = []
-        self.patches = 0
-        self.conflicts = 0
-        self.before_patch: Callable[[], None] | None = None
-
-    def get_resource(self, namespace: str, name: str) -> dict[str, Any]:
-        return copy.deepcopy(self.body)
-
-    def write_status(self, patch: dict[str, Any]) -> None:
-        self.body["status"] = {**(self.body.get("status") or {}), **copy.deepcopy(patch)}
-        self.rv += 1
-        self.body["metadata"]["resourceVersion"] = str(self.rv)
-
-    def patch_status(
-        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
-    ) -> None:
-        if self.before_patch is not None:
-            hook, self.before_patch = self.before_patch, None
-            hook()
-        if resource_version is not None and resource_version != self.body["metadata"]["resourceVersion"]:
-            self.conflicts += 1
-            raise ApiException(status=409, reason="Conflict")
-        self.patches += 1
-        self.write_status(patch)
-
-    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.deployments.get(name))
-
-    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.services.get(name))
-
-    def pod_monitor_served(self) -> bool:
-        return False
-
-    def apply(self, manifest: dict[str, Any]) -> None:
-        if manifest["kind"] == "Deployment":
-            live = copy.deepcopy(manifest)
-            live["status"] = {"replicas": live["spec"]["replicas"], "readyReplicas": live["spec"]["replicas"]}
-            self.deployments[manifest["metadata"]["name"]] = live
-        else:
-            self.services[manifest["metadata"]["name"]] = copy.deepcopy(manifest)
-
-    def post_event(self, resource: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        self.events.append(reason)
-
-
-def resource(status: dict[str, Any] | None = None) -> dict[str, Any]:
-    doc = make_doc(replicas=2)
-    doc["metadata"].update(uid="u-1", generation=1)
-    if status is not None:
-        doc["status"] = status
-    return doc
+def fake_kube(status: dict[str, Any] | None = None, replicas: int = 2) -> FakeKube:
+    """The demo resource as stored (with the status an operator wrote earlier); no PodMonitor kind."""
+    return FakeKube(as_stored(make_doc(replicas=replicas), status=status), pod_monitors=False)
 
 
 FOREIGN = {"type": "ExternalCheck", "status": "True", "reason": "Checked", "message": "by another writer",
@@ -153,10 +95,10 @@ FOREIGN = {"type": "ExternalCheck", "status": "True", "reason": "Checked", "mess
 
 
 def test_a_status_write_between_read_and_patch_is_kept() -> None:
-    kube = FakeKube(resource())
-    rec = Reconciler(kube, clock=lambda: "2026-01-01T00:00:00Z")  # type: ignore[arg-type]
+    kube = fake_kube()
+    rec = Reconciler(kube, clock=lambda: "2026-01-01T00:00:00Z")
     # Someone adds a condition after the reconciler has read the resource.
-    kube.before_patch = lambda: kube.write_status({"conditions": [FOREIGN]})
+    kube.interleave("patch_status", lambda: kube.write_status({"conditions": [FOREIGN]}))
     out = rec.reconcile("serving", "demo")
     assert out is not None and out.status_patched
     assert kube.conflicts == 1
@@ -164,7 +106,7 @@ def test_a_status_write_between_read_and_patch_is_kept() -> None:
     assert "ExternalCheck" in types and "Ready" in types and "BudgetFits" in types, types
     assert kube.body["status"]["mode"] == "Speculative"
     # The retry applied nothing twice and posted no event twice.
-    assert kube.events == ["Deployed", "BudgetWarning"], kube.events
+    assert kube.reasons == ["Deployed", "BudgetWarning"], kube.reasons
 
 
 LOW_ACCEPTANCE = Observation(
@@ -181,45 +123,46 @@ def settled_speculative(breaches: int) -> dict[str, Any]:
 
 def test_a_transition_recorded_concurrently_is_not_recorded_twice() -> None:
     """Two evaluations (two operator instances) decide the same fall-back at once: one stores it."""
-    kube = FakeKube(resource(settled_speculative(breaches=2)))
-    rec = Reconciler(kube, clock=lambda: "2026-01-01T01:00:00Z")  # type: ignore[arg-type]
+    kube = fake_kube(settled_speculative(breaches=2))
+    rec = Reconciler(kube, clock=lambda: "2026-01-01T01:00:00Z")
     rec.reconcile("serving", "demo")
     now = 1767229200.0  # 2026-01-01T01:00:00Z
     other = {"time": "2026-01-01T01:00:00Z", "from": "Speculative", "to": "Baseline",
              "reason": "AcceptanceBelowThreshold", "message": "by the other instance"}  # fmt: skip
-    kube.before_patch = lambda: kube.write_status(
+    kube.interleave("patch_status", lambda: kube.write_status(
         {"mode": "Baseline", "modeSince": "2026-01-01T01:00:00Z", "decisions": [other],
          "counters": {"breaches": 0, "recoveries": 0, "errors": 0}}
-    )  # fmt: skip
+    ))  # fmt: skip
     decision = rec.evaluate("serving", "demo", LOW_ACCEPTANCE, now)
     assert kube.conflicts == 1
     assert decision is not None and decision.transition is None  # decided again: settling
     assert kube.body["status"]["decisions"] == [other]
     assert kube.body["status"]["mode"] == "Baseline"
-    assert "AcceptanceBelowThreshold" not in kube.events
+    assert "AcceptanceBelowThreshold" not in kube.reasons
 
 
 def test_without_a_concurrent_writer_the_transition_is_stored_once() -> None:
-    kube = FakeKube(resource(settled_speculative(breaches=2)))
-    rec = Reconciler(kube, clock=lambda: "2026-01-01T01:00:00Z")  # type: ignore[arg-type]
+    kube = fake_kube(settled_speculative(breaches=2))
+    rec = Reconciler(kube, clock=lambda: "2026-01-01T01:00:00Z")
     decision = rec.evaluate("serving", "demo", LOW_ACCEPTANCE, 1767229200.0)
     assert decision is not None and decision.transition is not None
     assert kube.conflicts == 0
     assert [d["reason"] for d in kube.body["status"]["decisions"]] == ["AcceptanceBelowThreshold"]
-    assert kube.events.count("AcceptanceBelowThreshold") == 1
+    assert kube.reasons.count("AcceptanceBelowThreshold") == 1
 
 
 def test_endless_conflicts_give_up_and_raise() -> None:
-    kube = FakeKube(resource())
-    rec = Reconciler(kube)  # type: ignore[arg-type]
+    kube = fake_kube()
+    rec = Reconciler(kube)
     calls = 0
 
-    def always_conflict(*_: Any, **__: Any) -> None:
+    def always_conflict(write: Write) -> None:
         nonlocal calls
-        calls += 1
-        raise ApiException(status=409, reason="Conflict")
+        if write.verb == "patch_status":
+            calls += 1
+            raise ApiException(status=409, reason="Conflict")
 
-    kube.patch_status = always_conflict  # type: ignore[method-assign]
+    kube.before_write = always_conflict
     with pytest.raises(ApiException):
         rec.reconcile("serving", "demo")
     assert calls == CONFLICT_ATTEMPTS
@@ -232,39 +175,29 @@ class Killed(Exception):  # noqa: N818
     """The operator process dies here (SIGKILL): the write is never made."""
 
 
-class MortalKube(FakeKube):
-    """Dies once, before its ``kill_at``-th write; records the pools after every Deployment write."""
+class Mortal:
+    """A ``FakeKube.before_write`` hook: the operator dies once, before its ``kill_at``-th write."""
 
-    def __init__(self, body: dict[str, Any]) -> None:
-        super().__init__(body)
+    def __init__(self, kill_at: int | None) -> None:
+        self.kill_at = kill_at
         self.writes = 0
-        self.kill_at: int | None = None
-        self.history: list[tuple[int, int]] = []
 
-    def _write(self) -> None:
+    def __call__(self, write: Write) -> None:
         if self.kill_at is not None and self.writes == self.kill_at:
             self.kill_at = None
             raise Killed
         self.writes += 1
 
-    def apply(self, manifest: dict[str, Any]) -> None:
-        self._write()
-        super().apply(manifest)
+
+def pool_history(kube: FakeKube) -> list[tuple[int, int]]:
+    """The (speculative, baseline) replicas after every Deployment write."""
+    replicas: dict[str, int] = {}
+    history = []
+    for manifest in kube.applied:
         if manifest["kind"] == "Deployment":
-            d = {n: self.deployments[f"demo-{n}"]["spec"]["replicas"] for n in ("spec", "base")
-                 if f"demo-{n}" in self.deployments}  # fmt: skip
-            self.history.append((d.get("spec", 0), d.get("base", 0)))
-
-    def patch_status(
-        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
-    ) -> str:
-        self._write()
-        super().patch_status(namespace, name, patch, resource_version)
-        return str(self.rv)
-
-    def post_event(self, resource: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        self._write()
-        super().post_event(resource, type_, reason, message)
+            replicas[manifest["metadata"]["name"]] = manifest["spec"]["replicas"]
+            history.append((replicas.get("demo-spec", 0), replicas.get("demo-base", 0)))
+    return history
 
 
 def switch(rec: Reconciler, now: float) -> None:
@@ -273,38 +206,37 @@ def switch(rec: Reconciler, now: float) -> None:
         rec.reconcile("serving", "demo")
 
 
-def killed_during_a_switch(kill_at: int | None) -> tuple[MortalKube, int]:
+def killed_during_a_switch(kill_at: int | None) -> tuple[FakeKube, int]:
     """Three speculative replicas fall back; the operator dies before its ``kill_at``-th write of
     the switch and a new one (fresh reconciler, evaluations going on) carries on."""
-    doc = resource(settled_speculative(breaches=2))
-    doc["spec"]["replicas"] = 3
-    kube = MortalKube(doc)
-    Reconciler(kube).reconcile("serving", "demo")  # type: ignore[arg-type]
-    assert kube.history[-1] == (3, 0)
-    kube.kill_at, kube.writes = kill_at, 0
+    kube = fake_kube(settled_speculative(breaches=2), replicas=3)
+    Reconciler(kube).reconcile("serving", "demo")
+    assert pool_history(kube)[-1] == (3, 0)
+    mortal = Mortal(kill_at)
+    kube.before_write = mortal
     now = 1767229200.0
     try:
-        switch(Reconciler(kube), now)  # type: ignore[arg-type]
+        switch(Reconciler(kube), now)
     except Killed:
-        assert kube.writes == kill_at
-    first_run_writes = kube.writes
-    switch(Reconciler(kube), now + 2)  # type: ignore[arg-type]
-    assert kube.kill_at is None  # it did die
+        assert mortal.writes == kill_at
+    first_run_writes = mortal.writes
+    switch(Reconciler(kube), now + 2)
+    assert mortal.kill_at is None  # it did die
     return kube, first_run_writes
 
 
 def test_killed_at_any_write_of_a_switch_resumes_it() -> None:
     clean, writes = killed_during_a_switch(None)
-    assert clean.history[-6:] == [(2, 0), (2, 1), (1, 1), (1, 2), (0, 2), (0, 3)]  # shrinking pool first
+    assert pool_history(clean)[-6:] == [(2, 0), (2, 1), (1, 1), (1, 2), (0, 2), (0, 3)]  # shrinking pool first
     assert writes >= 10  # status and event, then per step: two Deployments, an event, status
     for kill_at in range(writes):
         kube, _ = killed_during_a_switch(kill_at)
-        history = kube.history
+        history = pool_history(kube)
         assert history[-1] == (0, 3), (kill_at, history)
         assert kube.body["status"]["mode"] == "Baseline"
         decisions = [d["reason"] for d in kube.body["status"]["decisions"]]
         assert decisions == ["AcceptanceBelowThreshold"], (kill_at, decisions)
-        assert kube.events.count("AcceptanceBelowThreshold") <= 1, (kill_at, kube.events)
+        assert kube.reasons.count("AcceptanceBelowThreshold") <= 1, (kill_at, kube.reasons)
         steps = list(itertools.pairwise(history))
         # Never more pods than spec.replicas, one replica at a time, and never back.
         assert all(s + b <= 3 for s, b in history), (kill_at, history)
@@ -322,8 +254,8 @@ def test_killed_at_any_write_of_a_switch_resumes_it() -> None:
         (PoolSplit(3, 0), PoolSplit(1, 1), 3, PoolSplit(2, 1)),
         (PoolSplit(3, 0), PoolSplit(2, 2), 3, PoolSplit(2, 1)),  # after the growing pool
         (PoolSplit(0, 3), PoolSplit(2, 2), 3, PoolSplit(1, 2)),
-        (PoolSplit(0, 4), PoolSplit(3, 0), 3, PoolSplit(0, 4)),  # spec.replicas changed: straight
-        (PoolSplit(0, 3), PoolSplit(2, 0), None, PoolSplit(0, 3)),  # nothing recorded: as before
+        (PoolSplit(0, 4), PoolSplit(3, 0), 3, PoolSplit(3, 1)),  # spec.replicas changed: a pod more
+        (PoolSplit(0, 3), PoolSplit(2, 0), None, PoolSplit(2, 1)),  # nothing recorded: a resize
     ],
 )
 def test_a_step_cut_short_is_finished_first(

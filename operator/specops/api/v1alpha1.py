@@ -128,6 +128,25 @@ class Mode(StrEnum):
     BASELINE = "Baseline"
 
 
+class ServingMode(StrEnum):
+    """What the service runs now (status.mode): all replicas speculate, none do, or some do beside
+    baseline ones to see whether speculation wins again."""
+
+    SPECULATIVE = "Speculative"
+    BASELINE = "Baseline"
+    PROBING = "Probing"
+
+
+def pinned_mode(pin: Mode) -> ServingMode | None:
+    """The serving mode ``spec.policy.mode`` pins (None: Auto, the policy decides)."""
+    return {Mode.SPECULATIVE: ServingMode.SPECULATIVE, Mode.BASELINE: ServingMode.BASELINE}.get(pin)
+
+
+class TokensPerBatchSizeMode(StrEnum):
+    MANUAL = "Manual"
+    AUTO = "Auto"
+
+
 class OnMetricsUnavailable(StrEnum):
     HOLD = "Hold"
     BASELINE = "Baseline"
@@ -312,6 +331,15 @@ class SpeculationSpec(_Model):
         default=None,
         description="vLLM's own k-by-batch-size table, rendered only for versions that support it.",
     )
+    tokens_per_batch_size_mode: TokensPerBatchSizeMode = Field(
+        default=TokensPerBatchSizeMode.MANUAL,
+        description=(
+            "Manual renders tokensPerBatchSize as written (none: k at every batch size). Auto lets "
+            "SpecOps derive vLLM's k-by-batch-size table from the pool's per-position acceptance "
+            "and a step-cost model (k = 0 where drafting does not pay) and render it; vLLM >= 0.24, "
+            "and not together with tokensPerBatchSize."
+        ),
+    )
 
     @model_validator(mode="after")
     def _method_fields(self) -> SpeculationSpec:
@@ -322,6 +350,11 @@ class SpeculationSpec(_Model):
             raise ValueError(f"method {self.method.value} takes no draft model; remove speculation.draft")
         if self.method is not Method.NGRAM and self.ngram is not None:
             raise ValueError("speculation.ngram applies only to method ngram")
+        if self.tokens_per_batch_size_mode is TokensPerBatchSizeMode.AUTO and self.tokens_per_batch_size:
+            raise ValueError(
+                "speculation.tokensPerBatchSizeMode Auto derives the table itself: remove "
+                "speculation.tokensPerBatchSize, or set tokensPerBatchSizeMode: Manual to keep yours"
+            )
         rows = self.tokens_per_batch_size or []
         for prev, row in itertools.pairwise(rows):
             if row.min_batch_size <= prev.max_batch_size:
@@ -396,6 +429,10 @@ class ProbePolicy(_Model):
         default="10m", description="Length of a timed trial (single-replica services)."
     )
 
+    @property
+    def duration_seconds(self) -> float:
+        return parse_duration(self.duration)
+
 
 class PolicySpec(_Model):
     """When speculation is switched off and back on."""
@@ -460,6 +497,20 @@ class PolicySpec(_Model):
         if self.break_even_acceptance_rate < self.min_acceptance_rate:
             raise ValueError("breakEvenAcceptanceRate must be at least minAcceptanceRate")
         return self
+
+    # The durations in seconds.  Each string was checked against the duration pattern when the
+    # model was built, so these never fail; callers read them instead of parsing the strings.
+    @property
+    def interval_seconds(self) -> float:
+        return parse_duration(self.interval)
+
+    @property
+    def window_seconds(self) -> float:
+        return parse_duration(self.window)
+
+    @property
+    def cooldown_seconds(self) -> float:
+        return parse_duration(self.cooldown)
 
 
 class RolloutSpec(_Model):
@@ -604,12 +655,12 @@ class ObservedMetrics(_StatusModel):
     window_end: str | None = Field(default=None, description="End of the evaluated window (RFC 3339).")
 
 
-class Decision(_StatusModel):
+class DecisionRecord(_StatusModel):
     """One mode decision, kept in status (newest last, at most 20)."""
 
     time: str = Field(description="When it was taken (RFC 3339).")
-    from_mode: str = Field(alias="from", description="Mode before.")
-    to_mode: str = Field(alias="to", description="Mode after.")
+    from_mode: ServingMode = Field(alias="from", description="Mode before.")
+    to_mode: ServingMode = Field(alias="to", description="Mode after.")
     reason: str = Field(description="CamelCase reason, also the Event reason.")
     message: str = Field(default="", description="Evidence in words.")
 
@@ -634,11 +685,39 @@ class Counters(_StatusModel):
     )
 
 
+class SpeculationTableRow(_StatusModel):
+    """One row of a derived k-by-batch-size table."""
+
+    min_batch_size: int = Field(description="Smallest running batch of the row.")
+    max_batch_size: int = Field(description="Largest running batch of the row (inclusive).")
+    num_speculative_tokens: int = Field(description="k in this range; 0: drafting off.")
+    expected_speedup_min: float = Field(
+        description="Lowest expected decode speedup in the range, against k = 0 at the same batch."
+    )
+    expected_speedup_max: float = Field(
+        description="Highest expected decode speedup in the range, against k = 0 at the same batch."
+    )
+
+
+class DerivedSpeculationTable(_StatusModel):
+    """vLLM's k-by-batch-size table as derived from an acceptance profile and the step-cost model."""
+
+    rows: list[SpeculationTableRow] = Field(default_factory=list, description="The table, by batch size.")
+    acceptance_per_position: list[float] = Field(
+        default_factory=list, description="Conditional acceptance at each draft position it came from."
+    )
+    acceptance_source: str = Field(
+        description="Live (the speculative pool's per-position counters) or Default (the catalog's prior)."
+    )
+    context_tokens: int = Field(description="Mean context of a running sequence the step costs assume.")
+    derived_at: str | None = Field(default=None, description="When it was derived (RFC 3339).")
+
+
 class SpeculativeInferenceStatus(_StatusModel):
     """Observed state, written only by the operator."""
 
     observed_generation: int | None = Field(default=None, description="Generation last reconciled.")
-    mode: str | None = Field(default=None, description="Speculative, Baseline or Probing.")
+    mode: ServingMode | None = Field(default=None, description="Speculative, Baseline or Probing.")
     mode_since: str | None = Field(default=None, description="When the current mode began (RFC 3339).")
     replicas: int | None = Field(
         default=None, description="Serving replicas over both pools (scale subresource)."
@@ -660,7 +739,12 @@ class SpeculativeInferenceStatus(_StatusModel):
     )
     verdict_reason: str | None = Field(default=None, description="Reason of the latest verdict.")
     verdict_message: str | None = Field(default=None, description="Evidence of the latest verdict.")
-    decisions: list[Decision] = Field(default_factory=list, description="Last 20 decisions, newest last.")
+    decisions: list[DecisionRecord] = Field(default_factory=list, description="Last 20 decisions, newest last.")
+    derived_speculation_table: DerivedSpeculationTable | None = Field(
+        default=None,
+        description="vLLM's k-by-batch-size table derived from the speculative pool's acceptance "
+        "(spec.speculation.tokensPerBatchSizeMode Auto), with the data it came from.",
+    )
 
 
 class ObjectMeta(BaseModel):

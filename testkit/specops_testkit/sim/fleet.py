@@ -4,8 +4,11 @@ What runs is the real thing wherever it can be:
 
 * every pod is a ``perf.Engine`` built from the container arguments ``render.vllm_args`` writes for
   its pool, parsed and sized by the emulator's ``args`` module (the same path an emulated pod takes);
-* the controller is the operator's pure code: ``policy.decide`` judges each evaluation and
-  ``reconcile.split_for_mode`` / ``reconcile.rollout_step`` move replicas one at a time;
+* the controller is the operator's pure code, executed the way the operator executes it: each
+  evaluation runs ``plan_evaluation`` (the policy's decision and the switch to store), each
+  reconcile runs ``plan_reconcile`` on the resource as stored and executes the ``Plan`` it returns:
+  its Deployment applies set the pools' sizes, its status merge patch is applied to the stored
+  status, which the next plan reads back (``SimController``);
 * what the policy sees is built the way Prometheus would answer the operator's queries: counters
   and histograms as of the last scrape, ``rate()`` over the policy window, ``histogram_quantile``
   over vLLM's TPOT buckets, gauges averaged over the window.
@@ -20,14 +23,18 @@ runs out is killed and those requests fail, as do requests that arrive while no 
 from __future__ import annotations
 
 import bisect
+import copy
 import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from specops.api.v1alpha1 import PolicySpec, SpeculativeInferenceSpec, parse_duration
-from specops.plan.reconcile import growing_pool, rollout_step, split_for_mode
-from specops.policy.decide import SPECULATIVE, Observation, PolicyState, PoolMetrics, Transition, decide
+from specops.api.v1alpha1 import PolicySpec, ServingMode, SpeculativeInferenceSpec, parse_duration
+from specops.plan.reconcile import Observed, Plan, plan_evaluation, plan_reconcile, plan_status_after_switch
+from specops.plan.rollout import split_for_mode
+from specops.plan.status import rfc3339
+from specops.policy.decide import Observation, PoolMetrics, Transition
 from specops.render.manifests import TERMINATION_GRACE_SECONDS, Pool, PoolSplit, vllm_args
 from specops.vllm.budget import vram_per_gpu_gib
 from specops.vllm.dialect import parse_version
@@ -46,6 +53,7 @@ from specops_testkit.testbed.scenario import Arrival
 
 SCRAPE_SECONDS = 5.0  # the testbed's (and a typical PodMonitor's) scrape interval
 CONTROL_TICK = 1.0  # how often the simulated operator looks at rollouts
+RESYNC_SECONDS = 60.0  # the operator's periodic reconcile
 
 
 def engine_config(spec: SpeculativeInferenceSpec, pool: Pool) -> EngineConfig:
@@ -299,6 +307,110 @@ class Fleet:
         )
 
 
+def apply_merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386, as the API server applies a status patch."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = apply_merge_patch(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+class SimController:
+    """The operator's controller over a simulated fleet: it reads the resource and its
+    Deployments, calls the same pure plans as ``specops.controller.reconciler`` and executes them
+    (Deployment applies resize the fleet's pools, status patches go into the stored resource)."""
+
+    def __init__(self, spec: SpeculativeInferenceSpec, fleet: Fleet, refresh_seconds: float = 60.0) -> None:
+        self.fleet = fleet
+        self.refresh = refresh_seconds
+        self.body: dict[str, Any] = {
+            "apiVersion": "specops.dev/v1alpha1",
+            "kind": "SpeculativeInference",
+            "metadata": {"name": "sim", "namespace": "sim", "uid": "sim-uid", "generation": 1,
+                         "resourceVersion": "1"},
+            "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        }  # fmt: skip
+        self.deployments: dict[Pool, dict[str, Any] | None] = {Pool.SPECULATIVE: None, Pool.BASELINE: None}
+        self.service: dict[str, Any] | None = None
+        self.plans = 0
+        self.events: list[tuple[float, str, str]] = []
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self.body.get("status") or {})
+
+    @property
+    def mode(self) -> ServingMode:
+        return ServingMode(self.status.get("mode", ServingMode.SPECULATIVE))
+
+    def _observed(self, now: float) -> Observed:
+        for pool, live in self.deployments.items():
+            if live is not None:
+                pods = [p for p in self.fleet.pods if p.pool is pool and p.active]
+                live["status"] = {"replicas": len(pods), "readyReplicas": len(self.fleet.live(pool, now))}
+        return Observed(deployments=dict(self.deployments), service=self.service)
+
+    def execute(self, plan: Plan, now: float) -> None:
+        sizes = {}
+        for apply in plan.applies:
+            manifest = copy.deepcopy(apply.manifest)
+            if apply.kind == "Deployment":
+                pool = next(p for p in Pool if manifest["metadata"]["name"].endswith(p.suffix))
+                self.deployments[pool] = manifest
+                sizes[pool] = int(manifest["spec"]["replicas"])
+            elif apply.kind == "Service":
+                self.service = manifest
+            if apply.event is not None:
+                self.events.append((now, apply.event.reason, apply.event.message))
+        for event in plan.events:
+            self.events.append((now, event.reason, event.message))
+        if sizes:
+            split = PoolSplit(
+                sizes.get(Pool.SPECULATIVE, self.fleet.applied.speculative),
+                sizes.get(Pool.BASELINE, self.fleet.applied.baseline),
+            )
+            if split != self.fleet.applied:
+                self.fleet.apply(split, now)
+        self._patch_status(plan.status_patch)
+
+    def _patch_status(self, patch: dict[str, Any]) -> None:
+        if patch:
+            self.body["status"] = apply_merge_patch(self.status, patch)
+            meta = self.body["metadata"]
+            meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+
+    def reconcile(self, now: float) -> Plan:
+        self.plans += 1
+        plan = plan_reconcile(self.body, self._observed(now), rfc3339(now))
+        self.execute(plan, now)
+        return plan
+
+    def evaluate(self, obs: Observation, now: float) -> tuple[str, Transition | None]:
+        ev = plan_evaluation(self.body, obs, now, self.refresh)
+        if ev is None:
+            return "-", None
+        if ev.switch_patch:
+            self._patch_status(ev.switch_patch)
+            self.body = plan_status_after_switch(self.body, ev, self.body["metadata"]["resourceVersion"])
+        self.plans += 1
+        plan = plan_reconcile(
+            self.body,
+            self._observed(now),
+            rfc3339(now),
+            status=ev.status,
+            metrics_condition=ev.metrics_condition,
+        )
+        self.execute(plan, now)
+        for event in ev.events:
+            self.events.append((now, event.reason, event.message))
+        return str(ev.decision.assessment.reason), ev.decision.transition
+
+
 def _request(arrival: Arrival, i: int, rng: random.Random) -> Request:
     kind = PromptKind(arrival.prompt_kind)
     return Request(
@@ -319,7 +431,7 @@ def simulate(
     startup_seconds: float,
     seed: int,
     adaptive: bool,
-    initial_mode: str = SPECULATIVE,
+    initial_mode: ServingMode | str = ServingMode.SPECULATIVE,
     spec_override: SpeculativeInferenceSpec | None = None,
 ) -> Run:
     """Serve ``arrivals`` with ``spec``'s pools.  ``adaptive`` runs SpecOps' policy and rollout;
@@ -331,9 +443,13 @@ def simulate(
         Pool.BASELINE: engine_config(spec, Pool.BASELINE),
     }
     probe_replicas = policy.probe.replicas
-    mode = initial_mode
+    mode = ServingMode(initial_mode)
     fleet = Fleet(configs, split_for_mode(mode, spec.replicas, probe_replicas), startup_seconds, seed)
-    state = PolicyState(mode=mode)
+    controller = SimController(spec, fleet) if adaptive else None
+    if controller is not None:
+        controller.reconcile(0.0)  # the first deployment: the pods above are its pods
+    ready_seen = -1
+    last_reconcile = 0.0
     interval = parse_duration(policy.interval)
     window = parse_duration(policy.window)
     route_rng = random.Random(seed + 1)
@@ -381,29 +497,27 @@ def simulate(
             next_scrape += SCRAPE_SECONDS
         if now >= next_tick:
             next_tick += CONTROL_TICK
-            if adaptive:
-                target = split_for_mode(state.mode, spec.replicas, probe_replicas)
-                growing = growing_pool(target, fleet.applied)
-                ready_count = len(fleet.live(growing, now))
-                step = rollout_step(target, fleet.applied, ready_count, surge=spec.rollout.max_surge)
-                if step != fleet.applied:
-                    fleet.apply(step, now)
+            if controller is not None:
+                # The operator reconciles on its Deployments' events (a pod turning ready) and on
+                # its timer; between those nothing changes for it.
+                n_ready = sum(len(fleet.live(p, now)) for p in Pool)
+                if n_ready != ready_seen or now - last_reconcile >= RESYNC_SECONDS:
+                    ready_seen, last_reconcile = n_ready, now
+                    controller.reconcile(now)
         if now >= next_eval:
             next_eval += interval
             obs = fleet.observe(now, window)
             verdict = "-"
-            if adaptive:
-                decision = decide(policy, state, obs, now)
-                state = decision.state
-                verdict = decision.assessment.reason
-                if decision.transition is not None:
-                    transitions.append(decision.transition)
+            if controller is not None:
+                verdict, transition = controller.evaluate(obs, now)
+                if transition is not None:
+                    transitions.append(transition)
             lo = bisect.bisect_right(arrival_times, now - window)
             hi = bisect.bisect_right(arrival_times, now)
             timeline.append(
                 TimelinePoint(
                     now,
-                    state.mode if adaptive else mode,
+                    controller.mode if controller is not None else mode,
                     fleet.applied,
                     (hi - lo) / window,
                     obs.speculative,

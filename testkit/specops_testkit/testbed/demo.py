@@ -11,6 +11,7 @@ import asyncio
 import copy
 import itertools
 import json
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,10 +27,11 @@ from specops.controller.evaluator import prometheus_query
 from specops.controller.main import OperatorOptions, OperatorThread
 from specops.metrics.observation import build_observations
 from specops.metrics.promql import build_queries, parse_vector
-from specops.plan.reconcile import epoch
+from specops.plan.status import epoch
 from specops.policy.decide import Observation
 from specops_testkit.testbed.controlplane import free_port
 from specops_testkit.testbed.loadgen import Record, endpoints_resolver, run_load
+from specops_testkit.testbed.processes import StopSignal, stop_on_signals
 from specops_testkit.testbed.scenario import Scenario, load_scenario
 from specops_testkit.testbed.stack import Testbed
 
@@ -89,6 +91,19 @@ def run_demo(
     plot: Path | None,
     keep: bool = False,
 ) -> DemoResult:
+    """Run the demo; SIGTERM and SIGHUP stop it as Ctrl-C does, every process it started with it
+    (and, should this process be killed outright, the kernel takes them: testbed/processes.py)."""
+    with stop_on_signals():
+        try:
+            return _run_demo(resource, scenario_path, run_dir, plot, keep)
+        except StopSignal as stop:
+            print(f"== stopped by {signal.Signals(stop.signum).name}")
+            raise
+
+
+def _run_demo(
+    resource: Path, scenario_path: Path, run_dir: Path, plot: Path | None, keep: bool
+) -> DemoResult:
     doc = yaml.safe_load(resource.read_text())
     scenario = load_scenario(scenario_path)
     namespace = doc["metadata"].get("namespace", "default")
@@ -97,9 +112,9 @@ def run_demo(
     print(f"== SpecOps demo: {resource.name} under scenario '{scenario.name}' ({scenario.seconds:.0f} s)")
     print("== [1/5] starting the local test world (etcd, kube-apiserver, controller-manager, Prometheus)")
     tb = Testbed(run_dir, crds=[build_crd()], emulator_env={"SPECOPS_EMULATOR_LOAD_SECONDS": "2"})
-    tb.up()
     op: OperatorThread | None = None
     try:
+        tb.up()
         assert tb.state is not None
         print("== [2/5] starting the operator (validating webhook on loopback, policy loop)")
         op = local_operator(tb, resync_seconds=10.0)
@@ -126,7 +141,8 @@ def run_demo(
             print(f"== timeline plot: {plot}")
         if keep:
             print(
-                f"== kept running; KUBECONFIG={tb.kubeconfig}; Prometheus {tb.prometheus_url}; Ctrl-C stops"
+                f"== kept running; KUBECONFIG={tb.kubeconfig}; Prometheus {tb.prometheus_url}; "
+                "Ctrl-C (or SIGTERM, SIGHUP) stops"
             )
             while True:
                 time.sleep(3600)

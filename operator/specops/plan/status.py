@@ -1,0 +1,379 @@
+"""The status the operator wants (pure), produced by the status models and nothing else.
+
+Status is read with ``SpeculativeInferenceStatus.model_validate`` and written as
+``model_dump(by_alias=True)``; the write is a JSON merge patch of what differs (``merge_patch``),
+so an unchanged status costs no request.  The policy's state (mode, counters, reference,
+decisions) lives in status, which is how a restarted operator carries on where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from specops.api.v1alpha1 import (
+    BaselineReference,
+    BudgetStatus,
+    Condition,
+    ConditionStatus,
+    Counters,
+    DecisionRecord,
+    Mode,
+    ObservedMetrics,
+    PoolsStatus,
+    PoolStatus,
+    ServingMode,
+    SpeculativeInference,
+    SpeculativeInferenceStatus,
+)
+from specops.checks.validation import CheckReport
+from specops.plan.rollout import PoolState
+from specops.policy.decide import Observation, PolicyState, Reference, Transition
+from specops.render.manifests import Pool, PoolSplit, selector_string
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    BUDGET_FITS = "BudgetFits"
+    SPECULATION_ACTIVE = "SpeculationActive"
+    METRICS_AVAILABLE = "MetricsAvailable"
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionValue:
+    """A condition's status, reason and message, before its times are filled in."""
+
+    status: ConditionStatus
+    reason: str
+    message: str
+
+
+def rfc3339(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def epoch(text: str | None) -> float:
+    if not text:
+        return 0.0
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+# ----------------------------------------------------------------------------- reading, writing
+
+
+def read_status(raw: Mapping[str, Any] | None) -> SpeculativeInferenceStatus | None:
+    """Status as the models see it; None when absent or mangled beyond the schema (rebuilt then)."""
+    if not raw:
+        return SpeculativeInferenceStatus()
+    try:
+        return SpeculativeInferenceStatus.model_validate(dict(raw))
+    except ValidationError:
+        return None
+
+
+def dump_status(status: SpeculativeInferenceStatus) -> dict[str, Any]:
+    """The JSON the API server stores for ``status``."""
+    return prune_empty(status.model_dump(by_alias=True, exclude_none=True, mode="json"))
+
+
+def prune_empty(value: dict[str, Any]) -> dict[str, Any]:
+    """Drop None and "" values: in a merge patch a null deletes the key (and kube-apiserver 1.20
+    stores an empty string as null), so either would differ from the stored status forever."""
+    out: dict[str, Any] = _prune(value)
+    return out
+
+
+def _prune(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _prune(v) for k, v in value.items() if v is not None and v != ""}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+def merge_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new`` (empty: nothing to write).
+
+    Keys ``new`` dropped are sent as null, so a figure that went away is deleted, not kept stale
+    (which would differ from what the operator wants forever and write at every reconcile).
+    """
+    old = old or {}
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if before == value:
+            continue
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[key] = merge_patch(before, value)
+        else:
+            patch[key] = value
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch
+
+
+# ----------------------------------------------------------------------------------- conditions
+
+
+def with_condition(
+    conditions: Sequence[Condition],
+    type_: ConditionType,
+    value: ConditionValue,
+    generation: int | None,
+    now: str,
+) -> list[Condition]:
+    """Conditions with ``type_`` set; lastTransitionTime moves only when the status changes."""
+    old = next((c for c in conditions if c.type == type_), None)
+    changed = old is None or old.status != value.status
+    new = Condition(
+        type=type_,
+        status=value.status,
+        reason=value.reason,
+        message=value.message,
+        last_transition_time=now if changed or old is None else (old.last_transition_time or now),
+        observed_generation=generation,
+    )
+    if old is None:
+        return [*conditions, new]
+    return [new if c.type == type_ else c for c in conditions]
+
+
+def condition(status: SpeculativeInferenceStatus | None, type_: ConditionType) -> Condition | None:
+    if status is None:
+        return None
+    return next((c for c in status.conditions if c.type == type_), None)
+
+
+TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+
+
+def budget_status(report: CheckReport) -> BudgetStatus:
+    b = report.budget
+    return BudgetStatus(
+        vram_gib=b.vram_gib,
+        target_weights_gib=b.target_weights_gib,
+        draft_weights_gib=b.draft_weights_gib,
+        kv_cache_gib=b.kv_cache_gib,
+        kv_cache_gib_without_draft=b.kv_cache_gib_without_draft,
+        max_concurrent_sequences=b.max_concurrent_sequences,
+        max_concurrent_sequences_without_draft=b.max_concurrent_sequences_without_draft,
+    )
+
+
+def budget_condition(report: CheckReport) -> ConditionValue:
+    if not report.ok:
+        return ConditionValue(FALSE, report.errors[0].code, "; ".join(str(e) for e in report.errors))
+    if report.warnings:
+        return ConditionValue(TRUE, "FitsWithWarnings", "; ".join(str(w) for w in report.warnings))
+    return ConditionValue(TRUE, "Fits", "weights and KV cache fit the GPU memory budget")
+
+
+def desired_status(
+    si: SpeculativeInference,
+    report: CheckReport,
+    mode: ServingMode,
+    split: PoolSplit | None,
+    pools: Mapping[Pool, PoolState],
+    now: str,
+    metrics_condition: ConditionValue | None = None,
+) -> SpeculativeInferenceStatus:
+    """The whole status the operator wants (``split`` None: nothing deployed, checks failed)."""
+    old = si.status or SpeculativeInferenceStatus()
+    generation = si.metadata.generation
+    conditions = with_condition(
+        old.conditions, ConditionType.BUDGET_FITS, budget_condition(report), generation, now
+    )
+    spec_state = pools.get(Pool.SPECULATIVE, PoolState(False))
+    base_state = pools.get(Pool.BASELINE, PoolState(False))
+    if split is None:
+        ready = ConditionValue(
+            FALSE, "Refused", "the resource fails its checks; nothing is deployed or changed"
+        )
+    else:
+        want = split.total
+        have = min(spec_state.ready, split.speculative) + min(base_state.ready, split.baseline)
+        if want == 0:
+            ready = ConditionValue(TRUE, "ScaledToZero", "spec.replicas is 0")
+        elif have >= want:
+            ready = ConditionValue(TRUE, "AllReplicasReady", f"{have}/{want} replicas ready")
+        else:
+            ready = ConditionValue(FALSE, "ReplicasNotReady", f"{have}/{want} replicas ready")
+    conditions = with_condition(conditions, ConditionType.READY, ready, generation, now)
+
+    if split is not None and split.speculative > 0 and spec_state.ready > 0:
+        active = ConditionValue(
+            TRUE, "SpeculativePoolServing", f"{spec_state.ready} speculative replica(s) ready"
+        )
+    elif mode == ServingMode.BASELINE and si.spec.policy.mode is Mode.BASELINE:
+        active = ConditionValue(FALSE, "PinnedBaseline", "spec.policy.mode is Baseline")
+    elif mode == ServingMode.BASELINE:
+        active = ConditionValue(FALSE, "FellBack", "speculation is off")
+    else:
+        active = ConditionValue(FALSE, "SpeculativePoolNotReady", "no speculative replica is ready")
+    conditions = with_condition(conditions, ConditionType.SPECULATION_ACTIVE, active, generation, now)
+
+    if metrics_condition is not None:
+        conditions = with_condition(
+            conditions, ConditionType.METRICS_AVAILABLE, metrics_condition, generation, now
+        )
+    elif condition(old, ConditionType.METRICS_AVAILABLE) is None:
+        # Kept as the last evaluation left it; Unknown until the first one.
+        not_yet = ConditionValue(UNKNOWN, "NotEvaluated", "no metrics evaluation has run yet")
+        conditions = with_condition(conditions, ConditionType.METRICS_AVAILABLE, not_yet, generation, now)
+
+    update: dict[str, Any] = {
+        "observed_generation": generation,
+        "mode": mode,
+        "mode_since": old.mode_since if old.mode == mode else now,
+        # What the HPA reads through the scale subresource: serving replicas, never the extra pod
+        # of a surge step (it would read as a scale-up the HPA did not ask for).
+        "replicas": min(spec_state.replicas + base_state.replicas, si.spec.replicas),
+        "selector": selector_string(si.metadata.name),
+        "conditions": conditions,
+        "budget": budget_status(report),
+    }
+    if split is not None:
+        update["pools"] = PoolsStatus(
+            speculative=PoolStatus(replicas=split.speculative, ready_replicas=spec_state.ready),
+            baseline=PoolStatus(replicas=split.baseline, ready_replicas=base_state.ready),
+        )
+    return old.model_copy(update=update)
+
+
+# --------------------------------------------------------------------------------- policy state
+
+
+def policy_state_from_status(status: SpeculativeInferenceStatus | Mapping[str, Any] | None) -> PolicyState:
+    """The policy's state as stored in status (a new resource starts Speculative, counters at 0)."""
+    if status is None or isinstance(status, Mapping):
+        status = read_status(status) or SpeculativeInferenceStatus()
+    counters = status.counters or Counters()
+    ref = status.baseline_reference
+    reference = (
+        Reference(
+            tpot_p50=ref.p50_tpot_seconds,
+            tpot_p99=ref.p99_tpot_seconds,
+            rate_per_replica=ref.requests_per_replica,
+            at=epoch(ref.recorded_at),
+        )
+        if ref is not None
+        else None
+    )
+    history = tuple(
+        Transition(epoch(d.time), d.from_mode, d.to_mode, d.reason, d.message) for d in status.decisions
+    )
+    return PolicyState(
+        mode=status.mode or ServingMode.SPECULATIVE,
+        mode_since=epoch(status.mode_since),
+        breaches=counters.breaches,
+        recoveries=counters.recoveries,
+        lost_probes=counters.lost_probes,
+        errors=counters.errors,
+        reference=reference,
+        saturation_rate=status.saturation_requests_per_replica,
+        history=history,
+    )
+
+
+def policy_status_update(state: PolicyState) -> dict[str, Any]:
+    """The status fields (model field names, typed values) that hold the policy's state."""
+    reference = None
+    if state.reference is not None:
+        r = state.reference
+        reference = BaselineReference(
+            p50_tpot_seconds=round(r.tpot_p50, 6),
+            p99_tpot_seconds=round(r.tpot_p99, 6),
+            requests_per_replica=round(r.rate_per_replica, 4),
+            recorded_at=rfc3339(r.at),
+        )
+    return {
+        "mode": ServingMode(state.mode),
+        "mode_since": rfc3339(state.mode_since) if state.mode_since else None,
+        "counters": Counters(
+            breaches=state.breaches,
+            recoveries=state.recoveries,
+            errors=state.errors,
+            lost_probes=state.lost_probes,
+        ),
+        "decisions": [
+            DecisionRecord(
+                time=rfc3339(t.at),
+                from_mode=ServingMode(t.from_mode),
+                to_mode=ServingMode(t.to_mode),
+                reason=t.reason,
+                message=t.message,
+            )
+            for t in state.history
+        ],
+        "baseline_reference": reference,
+        "saturation_requests_per_replica": (
+            round(state.saturation_rate, 4) if state.saturation_rate is not None else None
+        ),
+    }
+
+
+def policy_status_fields(state: PolicyState) -> dict[str, Any]:
+    """The policy's state as the status JSON holds it (camelCase keys)."""
+    return dump_status(SpeculativeInferenceStatus().model_copy(update=policy_status_update(state)))
+
+
+def _r(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def observed_metrics(obs: Observation, window_end: str) -> ObservedMetrics:
+    """status.observed for an evaluation."""
+    spec, base = obs.speculative, obs.baseline
+    rate = sum(p.request_rate or 0.0 for p in (spec, base) if p is not None)
+    fields: dict[str, Any] = {"window_end": window_end, "request_rate": round(rate, 4)}
+    if spec is not None:
+        waiting = spec.waiting / spec.replicas if spec.waiting is not None and spec.replicas else None
+        fields.update(
+            acceptance_rate=_r(spec.acceptance),
+            mean_acceptance_length=_r(spec.mean_acceptance_length),
+            acceptance_per_position=list(spec.per_position),
+            p50_tpot_seconds=_r(spec.tpot_p50, 6),
+            p99_tpot_seconds=_r(spec.tpot_p99, 6),
+            tail_ratio=_r(spec.tail_ratio, 3),
+            p99_ttft_seconds=_r(spec.ttft_p99, 6),
+            p99_e2e_seconds=_r(spec.e2e_p99, 6),
+            waiting_per_replica=_r(waiting, 3),
+            kv_cache_usage=_r(spec.kv_usage, 4),
+        )
+    if base is not None:
+        fields.update(
+            baseline_p50_tpot_seconds=_r(base.tpot_p50, 6), baseline_p99_tpot_seconds=_r(base.tpot_p99, 6)
+        )
+    return ObservedMetrics(**fields)
+
+
+def observed_fields(obs: Observation, window_end: str) -> dict[str, Any]:
+    """status.observed as JSON."""
+    return prune_empty(
+        observed_metrics(obs, window_end).model_dump(by_alias=True, exclude_none=True, mode="json")
+    )
+
+
+# Status fields that carry the policy's state: any change is written at once.
+STATE_FIELDS = ("mode", "mode_since", "counters", "decisions", "verdict", "verdict_reason")
+# Figures that move with every scrape: refreshed at most every ``refresh`` seconds otherwise.
+FIGURE_FIELDS = ("observed", "verdict_message", "baseline_reference")
+
+
+def keep_figures_fresh_enough(
+    old: SpeculativeInferenceStatus, new: SpeculativeInferenceStatus, now: float, refresh: float
+) -> SpeculativeInferenceStatus:
+    """Keep the old figures while the policy's state is unchanged and they are younger than
+    ``refresh``: an evaluation that changes nothing makes no write (at 1,000 resources a write per
+    evaluation would be dozens of writes a second for no decision)."""
+    state_changed = any(getattr(old, f) != getattr(new, f) for f in STATE_FIELDS)
+    written_at = epoch(old.observed.window_end if old.observed else None)
+    if state_changed or now - written_at >= refresh:
+        return new
+    return new.model_copy(update={f: getattr(old, f) for f in FIGURE_FIELDS if getattr(old, f) is not None})
