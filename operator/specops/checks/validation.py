@@ -13,11 +13,12 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.alias_generators import to_snake
 
-from specops.api.findings import Finding, HasFindings, error
+from specops.api.findings import Finding, HasFindings, error, warning
 from specops.api.v1alpha1 import (
     API_VERSION,
     KIND,
     Method,
+    Mode,
     Quantization,
     SpeculativeInference,
     parse_duration,
@@ -550,6 +551,23 @@ def check_pod_labels(si: SpeculativeInference) -> list[Finding]:
     ]
 
 
+def check_switching(si: SpeculativeInference) -> list[Finding]:
+    """A single replica without surge: every switch would stop the only serving pod, so the policy
+    never switches it on its own (docs/operator.md, Reconcile)."""
+    spec = si.spec
+    if spec.replicas != 1 or spec.rollout.max_surge != 0 or spec.policy.mode is not Mode.AUTO:
+        return []
+    return [
+        warning(
+            "SingleReplicaNoSurge",
+            "spec.rollout.maxSurge",
+            "with one replica and maxSurge 0 a mode switch would stop the only serving pod, so Auto "
+            "judges every window but never switches on its own (a SwitchHeld event says what it would "
+            "do); set spec.rollout.maxSurge: 1 to let it switch without an outage",
+        )
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class CheckReport(HasFindings):
     """All findings for a resource, with the budget they came from."""
@@ -572,6 +590,7 @@ def check_resource(si: SpeculativeInference) -> CheckReport:
         *check_extra_args(si),
         *check_pod_labels(si),
         *check_pod_fields(si),
+        *check_switching(si),
         *budget.findings,
     ]
     return CheckReport(findings=tuple(findings), budget=budget)

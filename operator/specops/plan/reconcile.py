@@ -16,7 +16,6 @@ from typing import Any
 
 from specops.api.v1alpha1 import (
     ConditionStatus,
-    ServingMode,
     SpeculativeInference,
     SpeculativeInferenceSpec,
     SpeculativeInferenceStatus,
@@ -392,11 +391,7 @@ def plan_evaluation(
     if decision.transition is not None:
         switch_patch = merge_patch(stored, {**stored, **_policy_keys(new)})
         t = decision.transition
-        kind = (
-            EventType.WARNING
-            if t.to_mode == ServingMode.BASELINE and t.reason != "ManualOverride"
-            else EventType.NORMAL
-        )
+        kind = EventType.WARNING if t.is_fallback else EventType.NORMAL
         switch_events = (PlannedEvent(kind, t.reason, f"{t.from_mode} -> {t.to_mode}: {t.message}"),)
     old_metrics = condition(old, ConditionType.METRICS_AVAILABLE)
     if metrics_condition.status == FALSE and (old_metrics is None or old_metrics.status != FALSE):

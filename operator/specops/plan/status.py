@@ -34,6 +34,7 @@ from specops.api.v1alpha1 import (
 from specops.checks.validation import CheckReport
 from specops.plan.rollout import PoolState
 from specops.policy.decide import Observation, PolicyState, Reference, Transition
+from specops.policy.state import Reason
 from specops.render.manifests import Pool, PoolSplit, selector_string
 
 
@@ -265,8 +266,13 @@ def policy_state_from_status(status: SpeculativeInferenceStatus | Mapping[str, A
         if ref is not None
         else None
     )
+    # A decision whose reason this version does not know (written by another version) is history
+    # only; the policy never reads it back.
+    known = {r.value for r in Reason}
     history = tuple(
-        Transition(epoch(d.time), d.from_mode, d.to_mode, d.reason, d.message) for d in status.decisions
+        Transition(epoch(d.time), d.from_mode, d.to_mode, Reason(d.reason), d.message)
+        for d in status.decisions
+        if d.reason in known
     )
     return PolicyState(
         mode=status.mode or ServingMode.SPECULATIVE,
