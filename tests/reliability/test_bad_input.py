@@ -17,9 +17,9 @@ from specops.checks.validation import load_resource
 from specops.controller.evaluator import Evaluator
 from specops.controller.reconciler import Reconciler
 from specops.render.manifests import render_all
-from tests.conftest import deep_merge, make_doc
-from tests.reliability.k8s import manifest_problems
-from tests.reliability.test_fuzz import FakeKube
+from tests.support.fake_kube import FakeKube, Write
+from tests.support.k8s import manifest_problems
+from tests.support.resources import as_stored, make_doc
 
 
 def verdict(**patch: Any) -> tuple[bool, str]:
@@ -137,16 +137,12 @@ def test_parse_duration_refuses_a_trailing_newline() -> None:
 
 
 def _body(**patch: Any) -> dict[str, Any]:
-    return deep_merge(
-        make_doc(**patch),
-        {"metadata": {"uid": "u-1", "generation": 1, "resourceVersion": "3", "namespace": "ns"}},
-    )
+    return as_stored(make_doc(**patch), namespace="ns")
 
 
-class RefusingKube(FakeKube):
+def refuse_deployments(write: Write) -> None:
     """The apiserver refuses the Deployment (say, a nodeSelectorTerm without terms)."""
-
-    def apply(self, manifest: dict[str, Any]) -> None:
+    if write.verb == "apply" and write.kind == "Deployment":
         body = json.dumps(
             {"kind": "Status", "reason": "Invalid", "message": 'Deployment.apps "demo-spec" is invalid: '
              "spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
@@ -158,31 +154,34 @@ class RefusingKube(FakeKube):
 
 
 def test_a_refused_apply_is_reported_once_not_raised_at_every_resync() -> None:
-    kube = RefusingKube(
+    kube = FakeKube(
         _body(
             resources={"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}}
         )
     )
-    reconciler = Reconciler(kube, clock=lambda: "2025-01-01T00:00:00Z")  # type: ignore[arg-type]
+    kube.before_write = refuse_deployments
+    reconciler = Reconciler(kube, clock=lambda: "2025-01-01T00:00:00Z")
     out = reconciler.reconcile("ns", "demo")
     assert out is not None and out.refused and not out.applied
     ready = next(c for c in kube.body["status"]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "ManifestRejected")
     assert "Deployment demo-spec" in ready["message"] and "nodeSelectorTerms" in ready["message"]
-    assert [e[1] for e in kube.events] == ["SpecRejected"]
-    patches = len(kube.status)
+    assert kube.reasons == ["SpecRejected"]
+    patches = len(kube.status_patches)
     for _ in range(3):  # the periodic resync: no exception, no new event, no new status write
         assert reconciler.reconcile("ns", "demo") is not None
-    assert [e[1] for e in kube.events] == ["SpecRejected"]
-    assert len(kube.status) == patches
+    assert kube.reasons == ["SpecRejected"]
+    assert len(kube.status_patches) == patches
 
 
 def test_other_api_errors_still_raise() -> None:
-    class Down(FakeKube):
-        def apply(self, manifest: dict[str, Any]) -> None:
+    def down(write: Write) -> None:
+        if write.verb == "apply":
             raise ApiException(status=500, reason="Internal Server Error")
 
-    reconciler = Reconciler(Down(_body()), clock=lambda: "2025-01-01T00:00:00Z")  # type: ignore[arg-type]
+    kube = FakeKube(_body())
+    kube.before_write = down
+    reconciler = Reconciler(kube, clock=lambda: "2025-01-01T00:00:00Z")
     with pytest.raises(ApiException):
         reconciler.reconcile("ns", "demo")
 
@@ -200,7 +199,7 @@ def test_other_api_errors_still_raise() -> None:
     ],
 )
 def test_evaluator_puts_only_a_rebuilt_duration_into_queries(spec: Any, window: str) -> None:
-    evaluator = Evaluator(Reconciler(FakeKube(_body())), "http://p", query=lambda url, q: [])  # type: ignore[arg-type]
+    evaluator = Evaluator(Reconciler(FakeKube(_body())), "http://p", query=lambda url, q: [])
     evaluator.track("ns", "demo", copy.deepcopy(spec))
     tracked = evaluator.tracked[("ns", "demo")]
     assert tracked.window == window

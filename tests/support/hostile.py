@@ -1,8 +1,9 @@
-"""Hypothesis strategies for SpeculativeInference documents as a user applies them: a valid-ish
-resource (``tests.unit.test_properties.resources``) with zero to three of its fields set to
-something hostile (a wrong type, an out-of-range number, a bad duration, an unknown model, a huge
-or unicode string, a label-breaking name), deleted, or joined by an unknown field; now and then
-the whole document is garbage."""
+"""Hostile input.  Hypothesis strategies for SpeculativeInference documents as a user applies them:
+a valid-ish resource (``tests.support.strategies.resources`` or a varied shipped example) with zero
+to three of its fields set to something hostile (a wrong type, an out-of-range number, a bad
+duration, an unknown model, a huge or unicode string, a label-breaking name), deleted, or joined
+by an unknown field; now and then the whole document is garbage.  ``refusal`` says which stage
+refuses one.  ``HOSTILE_LABEL_VALUES``: strings that try to break out of a PromQL label matcher."""
 
 from __future__ import annotations
 
@@ -15,12 +16,47 @@ import yaml
 from hypothesis import strategies as st
 
 from specops.api.catalog import GPU_TYPES, MODELS
-from tests.conftest import EXAMPLES, VALID_EXAMPLES
-from tests.unit.test_properties import resources
+from specops.api.findings import Finding
+from specops.checks.validation import ResourceError, check_resource, load_resource
+from tests.support.paths import EXAMPLES, VALID_EXAMPLES
+from tests.support.strategies import resources
 
 Path = tuple[str | int, ...]
 
 # ----------------------------------------------------------------------------------- values
+
+# Label values (a namespace, a resource name) that try to break out of a PromQL string literal or
+# regex matcher: quotes, backslashes, braces, regex syntax, newlines, NUL.
+HOSTILE_LABEL_VALUES = [
+    '"} or vector(1) #',
+    '"} or vector(1) # ',
+    'a"b',
+    "a\\b",
+    "a\\",
+    "\\",
+    '\\"',
+    "a\nb",
+    "\n",
+    "a\rb\tc",
+    "{{}}",
+    "}",
+    '{namespace=~".+"}',
+    ".*",
+    ".+",
+    "a|b",
+    "(a)",
+    "[a-z]+",
+    "^$",
+    "a?b*c+",
+    "x\\d",
+    "ünï©ødé 🙂",
+    "`",
+    "'",
+    "$(rm)",
+    "# comment",
+    "a\x00b",
+    "sum(x)",
+]
 
 TRICKY_STRINGS = [
     "", " ", "a b", "-a", "a-", "A", "a_b", "a.b", "x" * 58, "x" * 59, "x" * 63, "x" * 64, "x" * 254,
@@ -434,3 +470,15 @@ def hostile_resources(draw: st.DrawFn, max_mutations: int = 3) -> Hostile:
         _set(doc, path, value)
         changed.append(dotted(path))
     return Hostile(doc, base, changed)
+
+
+def refusal(h: Hostile) -> tuple[str, list[Finding]]:
+    """('accepted', []) or the stage that refused and its findings.  Status is not the user's:
+    the apiserver drops it on create (the status subresource), and so does the review."""
+    doc = {k: v for k, v in h.doc.items() if k != "status"} if isinstance(h.doc, dict) else h.doc
+    try:
+        si = load_resource(doc)
+    except ResourceError as exc:
+        return "refused_schema", exc.findings
+    report = check_resource(si)
+    return ("accepted", []) if report.ok else ("refused_checks", report.errors)

@@ -227,7 +227,8 @@ def killed_during_a_switch(kill_at: int | None) -> tuple[FakeKube, int]:
 
 def test_killed_at_any_write_of_a_switch_resumes_it() -> None:
     clean, writes = killed_during_a_switch(None)
-    assert pool_history(clean)[-6:] == [(2, 0), (2, 1), (1, 1), (1, 2), (0, 2), (0, 3)]  # shrinking pool first
+    shrinking_pool_first = [(2, 0), (2, 1), (1, 1), (1, 2), (0, 2), (0, 3)]
+    assert pool_history(clean)[-6:] == shrinking_pool_first
     assert writes >= 10  # status and event, then per step: two Deployments, an event, status
     for kill_at in range(writes):
         kube, _ = killed_during_a_switch(kill_at)
