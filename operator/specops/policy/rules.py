@@ -1,0 +1,386 @@
+"""The rules that judge one evaluation window (pure): each a small function, tried in order.
+
+A rule reads a ``Window`` (the policy, the state, what Prometheus showed, the time) and returns an
+``Assessment`` when it applies, else None.  Each mode has its own tuple of rules in ``RULES``; the
+first that applies gives the window's verdict, and the last rule of every tuple always applies.
+docs/operator.md ("The metrics policy") lists the same order in words.
+
+Hold rules come first in every mode: ``MetricsUnavailable`` (Error), ``NoSeries`` and
+``InsufficientTraffic`` (NoData).  Then, per mode:
+
+* Speculative: the breach rules ``AcceptanceBelowThreshold``, ``LoadSaturation``,
+  ``TailLatencyRegression``, ``TailGapWidening``, else ``Healthy``;
+* Baseline: ``BaselineServing`` (the baseline is judged by nothing; the decision starts probes);
+* Probing: ``ProbeLost`` by queueing, ``ProbeLost`` below the break-even acceptance,
+  ``BaselineQueueing`` (NoData: an overloaded baseline says nothing about speculation), no TPOT for
+  one of the pools (NoData), then the A/B P99 comparison (``ProbeWon`` or ``ProbeLost``), else the
+  single-replica trial against the recorded reference.
+
+The latency rules need a reference.  A baseline pool serving the same window is a true A/B
+comparison and applies at any acceptance; the baseline recorded during the last Baseline period (at
+a similar per-replica load, within a factor ``REFERENCE_LOAD_TOLERANCE``) is weaker evidence and
+applies only in the break-even band (minAcceptanceRate <= acceptance < breakEvenAcceptanceRate),
+as docs/domain.md, section 4 prescribes.  In that band with no usable reference SpecOps keeps
+speculating: starting a comparison would restart a pod, and the simulator shows that costs more
+than the regression it could find (docs/benchmarks.md, mixed-temperature).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from specops.api.v1alpha1 import PolicySpec, ServingMode
+from specops.policy.state import (
+    Assessment,
+    Observation,
+    PolicyState,
+    PoolMetrics,
+    Reason,
+    Reference,
+    Verdict,
+    finite,
+)
+
+# A recorded reference counts only at a load per replica within this factor of its own.
+REFERENCE_LOAD_TOLERANCE = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What every rule reads: the policy, the state before this window, what it showed, when."""
+
+    policy: PolicySpec
+    state: PolicyState
+    obs: Observation
+    now: float
+
+    @property
+    def spec(self) -> PoolMetrics | None:
+        return self.obs.speculative
+
+    @property
+    def base(self) -> PoolMetrics | None:
+        return self.obs.baseline
+
+    @property
+    def acceptance(self) -> float:
+        """The speculative pool's acceptance (rules after the hold rules may rely on it)."""
+        assert self.spec is not None and self.spec.acceptance is not None
+        return self.spec.acceptance
+
+    @property
+    def ab(self) -> PoolMetrics | None:
+        """The baseline pool when it serves this window beside the speculative one."""
+        return self.base if has_traffic(self.base, self.policy) else None
+
+
+Rule = Callable[[Window], Assessment | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A baseline's latency to judge the speculative pool's against, and what it is in words."""
+
+    tpot_p50: float | None
+    tpot_p99: float | None
+    where: str
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def has_traffic(pool: PoolMetrics | None, policy: PolicySpec) -> bool:
+    """Live replicas (a rate() window outlives the pods of a pool scaled to zero) and enough traffic."""
+    return (
+        pool is not None
+        and pool.replicas > 0
+        and finite(pool.request_rate)
+        and (pool.request_rate or 0.0) >= policy.min_request_rate
+    )
+
+
+def queued_per_replica(policy: PolicySpec, pool: PoolMetrics) -> float | None:
+    """Mean queued requests per replica when at or over ``maxWaitingPerReplica``, else None."""
+    if pool.replicas <= 0 or not finite(pool.waiting) or pool.waiting is None:
+        return None
+    per_replica = pool.waiting / pool.replicas
+    return per_replica if per_replica >= policy.max_waiting_per_replica else None
+
+
+def fmt(x: float | None, unit: str = "") -> str:
+    return "n/a" if not finite(x) else f"{x:.3g}{unit}"
+
+
+def usable_reference(ref: Reference | None, pool: PoolMetrics) -> Reference | None:
+    """A recorded reference counts only at a comparable load per replica."""
+    rate = pool.rate_per_replica
+    if ref is None or not finite(rate) or rate is None or ref.rate_per_replica <= 0:
+        return None
+    ratio = rate / ref.rate_per_replica
+    return ref if 1 / REFERENCE_LOAD_TOLERANCE <= ratio <= REFERENCE_LOAD_TOLERANCE else None
+
+
+def latency_reference(w: Window) -> Comparison | None:
+    """What the speculative pool's latency is judged against while speculating, if anything."""
+    if w.ab is not None:
+        return Comparison(w.ab.tpot_p50, w.ab.tpot_p99, "the baseline pool")
+    if w.acceptance >= w.policy.break_even_acceptance_rate or w.spec is None:
+        return None
+    ref = usable_reference(w.state.reference, w.spec)
+    return Comparison(ref.tpot_p50, ref.tpot_p99, "the recorded baseline") if ref is not None else None
+
+
+# ---------------------------------------------------------------------------------- hold rules
+
+
+def metrics_unavailable(w: Window) -> Assessment | None:
+    if w.obs.error is None:
+        return None
+    return Assessment(Verdict.ERROR, Reason.METRICS_UNAVAILABLE, w.obs.error)
+
+
+def _judged_pool(w: Window) -> tuple[PoolMetrics | None, str]:
+    if w.state.mode == ServingMode.BASELINE:
+        return w.base, "baseline"
+    return w.spec, "speculative"
+
+
+def no_series(w: Window) -> Assessment | None:
+    pool, name = _judged_pool(w)
+    if pool is not None:
+        return None
+    return Assessment(
+        Verdict.NO_DATA,
+        Reason.NO_SERIES,
+        f"Prometheus answers, but with no usable series for the {name} pool (not scraped yet or "
+        "not at all, or only NaN values)",
+    )
+
+
+def insufficient_traffic(w: Window) -> Assessment | None:
+    if w.state.mode == ServingMode.BASELINE:
+        if has_traffic(w.base, w.policy):
+            return None
+        return Assessment(
+            Verdict.NO_DATA, Reason.INSUFFICIENT_TRAFFIC, "the baseline pool has too little traffic"
+        )
+    spec = w.spec
+    if has_traffic(spec, w.policy) and spec is not None and finite(spec.acceptance):
+        return None
+    return Assessment(
+        Verdict.NO_DATA,
+        Reason.INSUFFICIENT_TRAFFIC,
+        f"speculative pool: {fmt(spec.request_rate if spec else None, ' req/s')}, below the "
+        f"{w.policy.min_request_rate:g} req/s floor or no acceptance data",
+    )
+
+
+HOLD_RULES: tuple[Rule, ...] = (metrics_unavailable, no_series, insufficient_traffic)
+
+
+def settling(policy: PolicySpec, state: PolicyState, now: float) -> Assessment | None:
+    """Right after a switch the rate window still holds the previous mode's samples (and the pools
+    are still moving): nothing is judged until a whole window plus two evaluations has passed."""
+    settle = policy.window_seconds + 2 * policy.interval_seconds
+    if now - state.mode_since >= settle:
+        return None
+    return Assessment(Verdict.NO_DATA, Reason.SETTLING, f"the last switch was under {settle:g} s ago")
+
+
+# ---------------------------------------------------------------------------- speculative rules
+
+
+def acceptance_below_threshold(w: Window) -> Assessment | None:
+    if w.acceptance >= w.policy.min_acceptance_rate:
+        return None
+    return Assessment(
+        Verdict.BREACH,
+        Reason.ACCEPTANCE_BELOW_THRESHOLD,
+        f"acceptance {w.acceptance:.2f} below {w.policy.min_acceptance_rate:.2f}: drafting costs "
+        "more than it saves",
+    )
+
+
+def load_saturation(w: Window) -> Assessment | None:
+    queued = queued_per_replica(w.policy, w.spec) if w.spec is not None else None
+    if queued is None:
+        return None
+    return Assessment(
+        Verdict.BREACH,
+        Reason.LOAD_SATURATION,
+        f"{queued:.1f} requests waiting per speculative replica (limit "
+        f"{w.policy.max_waiting_per_replica:g}): compute-bound, speculation is overhead",
+    )
+
+
+def tail_latency_regression(w: Window) -> Assessment | None:
+    ref, spec = latency_reference(w), w.spec
+    if ref is None or spec is None or not (finite(ref.tpot_p99) and finite(spec.tpot_p99)):
+        return None
+    assert ref.tpot_p99 is not None and spec.tpot_p99 is not None
+    if not ref.tpot_p99:
+        return None
+    excess = spec.tpot_p99 / ref.tpot_p99 - 1
+    if excess <= w.policy.max_p99_tpot_regression:
+        return None
+    return Assessment(
+        Verdict.BREACH,
+        Reason.TAIL_LATENCY_REGRESSION,
+        f"P99 TPOT {fmt(spec.tpot_p99, ' s')} is {excess:.0%} above {ref.where} "
+        f"({fmt(ref.tpot_p99, ' s')}); limit {w.policy.max_p99_tpot_regression:.0%}",
+    )
+
+
+def tail_gap_widening(w: Window) -> Assessment | None:
+    """The tell-tale of a mixed workload is P50 improving while P99 regresses.  A wider gap with a
+    P99 no worse than the reference is a pure win; vLLM's coarse TPOT buckets (10 ms, 25 ms,
+    50 ms, ...) also widen histogram_quantile's ratio whenever P50 drops into a lower bucket."""
+    ref, spec = latency_reference(w), w.spec
+    if ref is None or spec is None or spec.tail_ratio is None:
+        return None
+    if not (finite(ref.tpot_p50) and finite(ref.tpot_p99) and ref.tpot_p50):
+        return None
+    assert ref.tpot_p50 is not None and ref.tpot_p99 is not None
+    if (spec.tpot_p99 or 0.0) <= ref.tpot_p99:
+        return None
+    ref_gap = ref.tpot_p99 / ref.tpot_p50
+    widening = spec.tail_ratio / ref_gap - 1
+    if widening <= w.policy.max_tail_gap_widening:
+        return None
+    return Assessment(
+        Verdict.BREACH,
+        Reason.TAIL_GAP_WIDENING,
+        f"P99/P50 TPOT {spec.tail_ratio:.2f} vs {ref_gap:.2f} for {ref.where}: {widening:.0%} wider; "
+        f"limit {w.policy.max_tail_gap_widening:.0%}",
+    )
+
+
+def healthy(w: Window) -> Assessment:
+    spec = w.spec
+    assert spec is not None
+    return Assessment(
+        Verdict.HEALTHY,
+        Reason.HEALTHY,
+        f"acceptance {w.acceptance:.2f}, P99 TPOT {fmt(spec.tpot_p99, ' s')}, P99/P50 {fmt(spec.tail_ratio)}",
+    )
+
+
+# ------------------------------------------------------------------------------- baseline rules
+
+
+def baseline_serving(w: Window) -> Assessment:
+    base = w.base
+    assert base is not None
+    return Assessment(
+        Verdict.HEALTHY, Reason.BASELINE_SERVING, f"baseline P99 TPOT {fmt(base.tpot_p99, ' s')}"
+    )
+
+
+# -------------------------------------------------------------------------------- probing rules
+
+
+def probe_lost_by_queueing(w: Window) -> Assessment | None:
+    queued = queued_per_replica(w.policy, w.spec) if w.spec is not None else None
+    if queued is None:
+        return None
+    return Assessment(
+        Verdict.BREACH, Reason.PROBE_LOST, f"{queued:.1f} requests waiting per speculative replica"
+    )
+
+
+def probe_lost_below_break_even(w: Window) -> Assessment | None:
+    """Re-enabling needs the break-even acceptance (falling back needs less than the minimum): the
+    band between the two is the hysteresis that keeps a workload hovering around the threshold from
+    flapping (tests/reliability/test_noise.py)."""
+    if w.acceptance >= w.policy.break_even_acceptance_rate:
+        return None
+    return Assessment(
+        Verdict.BREACH,
+        Reason.PROBE_LOST,
+        f"acceptance {w.acceptance:.2f} below break-even {w.policy.break_even_acceptance_rate:.2f}",
+    )
+
+
+def baseline_queueing(w: Window) -> Assessment | None:
+    queued = queued_per_replica(w.policy, w.ab) if w.ab is not None else None
+    if queued is None:
+        return None
+    return Assessment(
+        Verdict.NO_DATA,
+        Reason.BASELINE_QUEUEING,
+        f"{queued:.1f} requests waiting per baseline replica: an overloaded service says nothing "
+        "about speculation",
+    )
+
+
+def probe_tpot_missing(w: Window) -> Assessment | None:
+    if w.ab is None or w.spec is None or (finite(w.spec.tpot_p99) and finite(w.ab.tpot_p99)):
+        return None
+    return Assessment(Verdict.NO_DATA, Reason.INSUFFICIENT_TRAFFIC, "no TPOT data for one of the pools")
+
+
+def probe_ab_p99(w: Window) -> Assessment | None:
+    """A/B: the probe wins a window when its P99 TPOT beats the baseline pool's."""
+    if w.ab is None or w.spec is None:
+        return None
+    spec_p99, base_p99 = w.spec.tpot_p99, w.ab.tpot_p99
+    assert spec_p99 is not None and base_p99 is not None  # probe_tpot_missing came first
+    versus = f"P99 TPOT {fmt(spec_p99, ' s')} speculative vs {fmt(base_p99, ' s')} baseline"
+    if spec_p99 < base_p99:
+        return Assessment(Verdict.HEALTHY, Reason.PROBE_WON, f"acceptance {w.acceptance:.2f}; {versus}")
+    return Assessment(Verdict.BREACH, Reason.PROBE_LOST, versus)
+
+
+def probe_trial(w: Window) -> Assessment:
+    """A timed trial of a single replica (no baseline pool beside it): judged on acceptance (a rule
+    before this one) and the recorded reference's P99 at a comparable load."""
+    spec = w.spec
+    assert spec is not None
+    ref = usable_reference(w.state.reference, spec)
+    if (
+        ref is not None
+        and finite(spec.tpot_p99)
+        and spec.tpot_p99 is not None
+        and spec.tpot_p99 >= ref.tpot_p99
+    ):
+        return Assessment(
+            Verdict.BREACH,
+            Reason.PROBE_LOST,
+            f"P99 TPOT {fmt(spec.tpot_p99, ' s')} vs recorded baseline {fmt(ref.tpot_p99, ' s')}",
+        )
+    return Assessment(Verdict.HEALTHY, Reason.PROBE_WON, f"acceptance {w.acceptance:.2f}")
+
+
+# ---------------------------------------------------------------------------------- the order
+
+RULES: Mapping[ServingMode, tuple[Rule, ...]] = {
+    ServingMode.SPECULATIVE: (
+        *HOLD_RULES,
+        acceptance_below_threshold,
+        load_saturation,
+        tail_latency_regression,
+        tail_gap_widening,
+        healthy,
+    ),
+    ServingMode.BASELINE: (*HOLD_RULES, baseline_serving),
+    ServingMode.PROBING: (
+        *HOLD_RULES,
+        probe_lost_by_queueing,
+        probe_lost_below_break_even,
+        baseline_queueing,
+        probe_tpot_missing,
+        probe_ab_p99,
+        probe_trial,
+    ),
+}
+
+
+def assess(policy: PolicySpec, state: PolicyState, obs: Observation, now: float) -> Assessment:
+    """This window's verdict for the current mode: the first rule of the mode's tuple that applies."""
+    window = Window(policy, state, obs, now)
+    for rule in RULES[state.mode]:
+        found = rule(window)
+        if found is not None:
+            return found
+    raise AssertionError(f"the last rule for {state.mode} always applies")  # pragma: no cover
