@@ -125,10 +125,13 @@ def test_probe_loss_and_timeout() -> None:
     loss = Observation(speculative=pool(replicas=1, tpot_p99=0.05), baseline=pool(acceptance=None))
     _, reasons = run(PolicyState(mode=PROBING, mode_since=1000), [loss] * 3, start=1400)
     assert reasons == ["Probing->Baseline:ProbeLost"]
-    # Mixed results never reach three wins in a row: the probe ends after probe.duration (10 min).
+    # Mixed results never reach three wins in a row: the probe ends after probe.duration (10 min),
+    # lost when its latest window lost, inconclusive when it won (test_policy_probes.py).
     win = Observation(speculative=pool(replicas=1, tpot_p99=0.02), baseline=pool(acceptance=None))
-    _state, reasons = run(PolicyState(mode=PROBING, mode_since=1000), [win, loss] * 12)
-    assert reasons == ["Probing->Baseline:ProbeLost"]
+    state, reasons = run(PolicyState(mode=PROBING, mode_since=1000), [win, loss] * 12)
+    assert reasons == ["Probing->Baseline:ProbeInconclusive"] and state.lost_probes == 0
+    state, reasons = run(PolicyState(mode=PROBING, mode_since=1000), [loss, win] * 12)
+    assert reasons == ["Probing->Baseline:ProbeLost"] and state.lost_probes == 1
 
 
 def test_manual_pins() -> None:

@@ -202,6 +202,8 @@ def _on_error(
             now,
             lost_probes=_lost_probes_kept(state, ServingMode.BASELINE),
         )
+    elif state.mode == ServingMode.PROBING:
+        state, transition = _probe_deadline(policy, state, now)
     return PolicyDecision(state, assessment, transition, metrics)
 
 
@@ -246,42 +248,72 @@ def _in_probing(
     policy: PolicySpec, state: PolicyState, assessment: Assessment, obs: Observation, now: float
 ) -> tuple[PolicyState, Transition | None]:
     """Count wins and losses; enough of either ends the probe, and so does its deadline."""
+    state, transition = _count_probe_window(policy, state, assessment, obs, now)
+    if transition is None:
+        return _probe_deadline(policy, state, now)
+    return state, transition
+
+
+def _count_probe_window(
+    policy: PolicySpec, state: PolicyState, assessment: Assessment, obs: Observation, now: float
+) -> tuple[PolicyState, Transition | None]:
     if assessment.verdict is Verdict.NO_DATA:
         return state, None
-    transition = None
     if assessment.verdict is Verdict.HEALTHY:
         state = replace(state, recoveries=state.recoveries + 1, breaches=0)
-        if state.recoveries >= policy.consecutive_recoveries:
-            state, transition = _switch(
-                state,
-                ServingMode.SPECULATIVE,
-                Reason.PROBE_WON,
-                f"{state.recoveries} winning evaluations in a row: {assessment.message}",
-                now,
-                lost_probes=0,
-            )
-    else:
-        state = replace(state, breaches=state.breaches + 1, recoveries=0)
-        if state.breaches >= policy.consecutive_breaches:
-            state, transition = _switch(
-                state,
-                ServingMode.BASELINE,
-                Reason.PROBE_LOST,
-                f"{state.breaches} losing evaluations: {assessment.message}",
-                now,
-                lost_probes=state.lost_probes + 1,
-            )
-            state = _record_saturation(state, obs.speculative, policy)
-    if transition is None and now - state.mode_since >= policy.probe.duration_seconds:
-        state, transition = _switch(
+        if state.recoveries < policy.consecutive_recoveries:
+            return state, None
+        return _switch(
+            state,
+            ServingMode.SPECULATIVE,
+            Reason.PROBE_WON,
+            f"{state.recoveries} winning evaluations in a row: {assessment.message}",
+            now,
+            lost_probes=0,
+        )
+    state = replace(state, breaches=state.breaches + 1, recoveries=0)
+    if state.breaches < policy.consecutive_breaches:
+        return state, None
+    state, transition = _switch(
+        state,
+        ServingMode.BASELINE,
+        Reason.PROBE_LOST,
+        f"{state.breaches} losing evaluations: {assessment.message}",
+        now,
+        lost_probes=state.lost_probes + 1,
+    )
+    return _record_saturation(state, obs.speculative, policy), transition
+
+
+def _probe_deadline(
+    policy: PolicySpec, state: PolicyState, now: float
+) -> tuple[PolicyState, Transition | None]:
+    """A probe past ``probe.duration`` ends, whatever its windows showed (an idle night or a
+    Prometheus outage must not leave the probe split in place): lost when its latest conclusive
+    windows lost, else inconclusive (they won, short of the streak, or nothing was judged), which
+    neither counts as a lost probe nor doubles the cooldown."""
+    if now - state.mode_since < policy.probe.duration_seconds:
+        return state, None
+    if state.breaches > 0:
+        return _switch(
             state,
             ServingMode.BASELINE,
             Reason.PROBE_LOST,
-            f"probe ran {policy.probe.duration} without {policy.consecutive_recoveries} wins in a row",
+            f"probe ran {policy.probe.duration} without {policy.consecutive_recoveries} wins in a row; "
+            f"its latest {state.breaches} window(s) lost",
             now,
             lost_probes=state.lost_probes + 1,
         )
-    return state, transition
+    return _switch(
+        state,
+        ServingMode.BASELINE,
+        Reason.PROBE_INCONCLUSIVE,
+        f"probe ran {policy.probe.duration} without {policy.consecutive_recoveries} wins or "
+        f"{policy.consecutive_breaches} losses in a row (too little traffic, no metrics, or mixed "
+        "results); not counted as lost",
+        now,
+        lost_probes=state.lost_probes,
+    )
 
 
 def _in_speculative(

@@ -41,6 +41,8 @@ class Reason(StrEnum):
     TAIL_LATENCY_REGRESSION = "TailLatencyRegression"
     TAIL_GAP_WIDENING = "TailGapWidening"
     PROBE_LOST = "ProbeLost"
+    # A probe that reached its deadline without a verdict either way (transitions only)
+    PROBE_INCONCLUSIVE = "ProbeInconclusive"
     # NoData: hold, count nothing
     NO_SERIES = "NoSeries"
     INSUFFICIENT_TRAFFIC = "InsufficientTraffic"
