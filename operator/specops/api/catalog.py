@@ -267,3 +267,21 @@ GPUS: dict[str, GPUInfo] = {
 }
 
 GPU_TYPES: tuple[str, ...] = tuple(GPUS)
+
+# Acceptance assumed for a pool that has not reported its own yet (the derived speculation table
+# that `specops plan` shows and `tokensPerBatchSizeMode: Auto` renders first), keyed by method: the
+# counter acceptance vLLM reports (accepted / proposed draft tokens) at the resource's k, for a
+# well-matched proposer at moderate temperature.  Priors, not measurements: a draft model reads
+# about 0.81 at temperature 0 and 0.71 at 0.4 in published figures; heads trained on the target
+# (EAGLE, EAGLE-3, MTP) accept more, Medusa less; prompt lookup depends on how much the output
+# copies the prompt (0.4 sits between chat and summarization).  The live pool's per-position
+# acceptance replaces them as soon as it exists.
+DEFAULT_ACCEPTANCE_RATE: dict[str, float] = {
+    "draft_model": 0.70,
+    "eagle": 0.72,
+    "eagle3": 0.75,
+    "mtp": 0.75,
+    "medusa": 0.60,
+    "ngram": 0.40,
+    "suffix": 0.45,
+}

@@ -713,6 +713,34 @@ class DerivedSpeculationTable(_StatusModel):
     derived_at: str | None = Field(default=None, description="When it was derived (RFC 3339).")
 
 
+class SpeculationTableRow(_StatusModel):
+    """One row of a derived k-by-batch-size table."""
+
+    min_batch_size: int = Field(description="Smallest running batch of the row.")
+    max_batch_size: int = Field(description="Largest running batch of the row (inclusive).")
+    num_speculative_tokens: int = Field(description="k in this range; 0: drafting off.")
+    expected_speedup_min: float = Field(
+        description="Lowest expected decode speedup in the range, against k = 0 at the same batch."
+    )
+    expected_speedup_max: float = Field(
+        description="Highest expected decode speedup in the range, against k = 0 at the same batch."
+    )
+
+
+class DerivedSpeculationTable(_StatusModel):
+    """vLLM's k-by-batch-size table as derived from an acceptance profile and the step-cost model."""
+
+    rows: list[SpeculationTableRow] = Field(default_factory=list, description="The table, by batch size.")
+    acceptance_per_position: list[float] = Field(
+        default_factory=list, description="Conditional acceptance at each draft position it came from."
+    )
+    acceptance_source: str = Field(
+        description="Live (the speculative pool's per-position counters) or Default (the catalog's prior)."
+    )
+    context_tokens: int = Field(description="Mean context of a running sequence the step costs assume.")
+    derived_at: str | None = Field(default=None, description="When it was derived (RFC 3339).")
+
+
 class SpeculativeInferenceStatus(_StatusModel):
     """Observed state, written only by the operator."""
 
@@ -740,6 +768,11 @@ class SpeculativeInferenceStatus(_StatusModel):
     verdict_reason: str | None = Field(default=None, description="Reason of the latest verdict.")
     verdict_message: str | None = Field(default=None, description="Evidence of the latest verdict.")
     decisions: list[DecisionRecord] = Field(default_factory=list, description="Last 20 decisions, newest last.")
+    derived_speculation_table: DerivedSpeculationTable | None = Field(
+        default=None,
+        description="vLLM's k-by-batch-size table derived from the speculative pool's acceptance "
+        "(spec.speculation.tokensPerBatchSizeMode Auto), with the data it came from.",
+    )
     derived_speculation_table: DerivedSpeculationTable | None = Field(
         default=None,
         description="vLLM's k-by-batch-size table derived from the speculative pool's acceptance "
