@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from specops_testkit.testbed.processes import start_process, stop_process
+
 OPERATOR_USER = "specops-operator"
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "etcd")
 # Controllers the test world does not need (no cloud, no node lifecycle without kubelets).
@@ -73,33 +75,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    # A new session: stopping kills the whole process group, and Ctrl-C in the parent does not
-    # race the orderly stop.
-    with log.open("ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return start_process(cmd, log)
 
 
-def stop_pid(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after ``timeout``."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            _reap(pid)
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-
-
-def _reap(pid: int) -> None:
-    """Collect our own exited child, else its zombie keeps the process group alive."""
-    with contextlib.suppress(ChildProcessError):  # not our child: stopped from a state file
-        os.waitpid(pid, os.WNOHANG)
+# The name the rest of the kit knows; one implementation, in processes.py.
+stop_pid = stop_process
 
 
 @dataclass

@@ -33,7 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from specops.api.catalog import GPUS
 from specops.render.manifests import LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY
 from specops.vllm.dialect import format_version, parse_version
-from specops_testkit.testbed.controlplane import stop_pid
+from specops_testkit.testbed.processes import start_process, stop_process
 from specops_testkit.testbed.prometheus import LocalPrometheus
 
 log = logging.getLogger("specops_testkit.testbed.podrunner")
@@ -266,14 +266,9 @@ class PodRunner:
     def _spawn(self, pod: RunningPod) -> None:
         env = {**os.environ, **pod.env}
         logfile = self.run_dir / "pods" / f"{pod.key}.log"
-        with logfile.open("ab") as out:
-            pod.proc = subprocess.Popen(
-                [sys.executable, "-m", "specops_testkit.emulator", *pod.args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        # Started from the runner's watch or supervision thread, which live as long as the runner:
+        # an emulator dies with the runner's process however that ends (processes.py).
+        pod.proc = start_process([sys.executable, "-m", "specops_testkit.emulator", *pod.args], logfile, env)
         pod.ready = False
         pod.started_at = _now()
         log.info("started %s/%s on %s:%d (pid %d)", pod.namespace, pod.name, pod.ip, pod.port, pod.proc.pid)
@@ -285,7 +280,7 @@ class PodRunner:
             self.prometheus.remove_target(pod.key)
         proc, pod.proc = pod.proc, None
         if proc is not None and proc.poll() is None:
-            stop_pid(proc.pid, timeout=grace)
+            stop_process(proc.pid, timeout=grace)
 
     def _forget(self, pod: RunningPod, graceful: bool = False) -> None:
         """Stop a pod's process.  Graceful, like a kubelet: SIGTERM (the server stops accepting and

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-from specops_testkit.testbed.controlplane import ControlPlaneError, free_port, stop_pid
+from specops_testkit.testbed.controlplane import ControlPlaneError, free_port
+from specops_testkit.testbed.processes import start_process, stop_process
 
 
 def prometheus_config(scrape_interval: str, targets_dir: Path) -> str:
@@ -54,15 +54,14 @@ class LocalPrometheus:
             self.port = free_port()
         config = self.run_dir / "prometheus.yml"
         config.write_text(prometheus_config(self.scrape_interval, self.targets_dir))
-        with (self.run_dir / "prometheus.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [
-                    binary, f"--config.file={config}", f"--storage.tsdb.path={self.run_dir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=2h",
-                    "--web.enable-lifecycle", "--log.level=warn",
-                ],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        proc = start_process(
+            [
+                binary, f"--config.file={config}", f"--storage.tsdb.path={self.run_dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=2h",
+                "--web.enable-lifecycle", "--log.level=warn",
+            ],
+            self.run_dir / "prometheus.log",
+        )  # fmt: skip
         self.pid = proc.pid
         (self.run_dir / "prometheus.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + timeout
@@ -89,6 +88,6 @@ class LocalPrometheus:
     def stop(self) -> None:
         pid_file = self.run_dir / "prometheus.pid"
         if pid_file.exists():
-            stop_pid(int(pid_file.read_text()))
+            stop_process(int(pid_file.read_text()))
             pid_file.unlink()
         self.pid = None
