@@ -24,6 +24,7 @@ from specops.api.findings import Finding
 from specops.api.v1alpha1 import SpeculativeInference
 from specops.checks.validation import CheckReport, ResourceError, check_resource, load_resource
 from specops.render.manifests import PoolSplit, RenderError, initial_split, render_all
+from specops.vllm.speculation_table import derive_for_resource, speedups_by_batch_size
 
 EXIT_OK, EXIT_ERRORS, EXIT_UNREADABLE = 0, 1, 2
 
@@ -112,6 +113,30 @@ def plan_as_dict(si: SpeculativeInference, report: CheckReport) -> dict[str, Any
         "max_concurrent_sequences": b.max_concurrent_sequences,
         "max_concurrent_sequences_without_draft": b.max_concurrent_sequences_without_draft,
         "max_model_len": b.max_model_len,
+        "speculation_table": speculation_table_as_dict(si),
+    }
+
+
+def speculation_table_as_dict(si: SpeculativeInference) -> dict[str, Any] | None:
+    """The derived k-by-batch-size table (status' live acceptance, else the catalog's prior)."""
+    derived = derive_for_resource(si)
+    if derived is None:
+        return None
+    table, source = derived
+    return {
+        "acceptance_source": source.value,
+        "acceptance_per_position": list(table.acceptance),
+        "rows": [
+            {
+                "min_batch_size": r.min_batch_size,
+                "max_batch_size": r.max_batch_size,
+                "num_speculative_tokens": r.num_speculative_tokens,
+                "expected_speedup_min": r.speedup_min,
+                "expected_speedup_max": r.speedup_max,
+            }
+            for r in table.rows
+        ],
+        "expected_speedup_by_batch_size": {str(b): s for b, s in speedups_by_batch_size(table).items()},
     }
 
 
@@ -139,6 +164,17 @@ def plan_as_table(si: SpeculativeInference, report: CheckReport) -> str:
         (f"sequences at {b.max_model_len} tokens", _fmt(b.max_concurrent_sequences)),
         ("  ... without the draft", _fmt(b.max_concurrent_sequences_without_draft)),
     ]
+    derived = derive_for_resource(si)
+    if derived is not None:
+        table, source = derived
+        ranges = [f"{r.min_batch_size}-{r.max_batch_size}: {r.num_speculative_tokens}" for r in table.rows]
+        last = table.rows[-1]
+        ranges[-1] = f"{last.min_batch_size}+: {last.num_speculative_tokens}"  # vLLM extends it
+        speedups = [f"{n}: {x:.2f}x" for n, x in speedups_by_batch_size(table).items()]
+        rows += [
+            ("derived k by batch size", f"{', '.join(ranges)} ({source.value.lower()} acceptance)"),
+            ("  speedup over k = 0", ", ".join(speedups)),
+        ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     for f in report.errors:

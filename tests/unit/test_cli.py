@@ -63,6 +63,31 @@ def test_plan_table() -> None:
     assert "1:8.8" in result.stdout
 
 
+def test_plan_shows_the_derived_speculation_table() -> None:
+    result = runner.invoke(app, ["plan", "-o", "json", str(EXAMPLES / "llama70b-int8-h100.yaml")])
+    table = json.loads(result.stdout)["speculation_table"]
+    assert table["acceptance_source"] == "Default"
+    rows = table["rows"]
+    assert rows[0]["min_batch_size"] == 1 and rows[0]["num_speculative_tokens"] == 5
+    assert rows[-1]["max_batch_size"] == 1024 and rows[-1]["num_speculative_tokens"] == 0
+    speedups = table["expected_speedup_by_batch_size"]
+    assert list(speedups)[:3] == ["1", "2", "4"] and speedups["1"] > 1.5 and speedups["1024"] == 1.0
+    text = runner.invoke(app, ["plan", str(EXAMPLES / "llama70b-int8-h100.yaml")]).stdout
+    assert "derived k by batch size     1-5: 5, " in text
+    assert "0 (default acceptance)" in text
+    assert "  speedup over k = 0        1: 1.8" in text
+
+
+def test_plan_derives_the_table_from_observed_acceptance(tmp_path: Path) -> None:
+    doc = make_doc()
+    doc["status"] = {"observed": {"acceptancePerPosition": [0.5, 0.4, 0.3, 0.3, 0.3]}}
+    result = runner.invoke(app, ["plan", "-o", "json", write(tmp_path, doc)])
+    table = json.loads(result.stdout)["speculation_table"]
+    assert table["acceptance_source"] == "Live"
+    assert table["acceptance_per_position"] == [0.5, 0.4, 0.3, 0.3, 0.3]
+    assert table["rows"][0]["num_speculative_tokens"] < 5
+
+
 def test_invalid_example_gets_the_documented_messages() -> None:
     path = EXAMPLES / "invalid-bf16-on-h100.yaml"
     documented = [

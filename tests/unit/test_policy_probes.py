@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+from pydantic import ValidationError
+
 from specops.api.v1alpha1 import PolicySpec, ServingMode
-from specops.policy.decide import decide
-from specops.policy.state import Observation, PolicyState, Reason
-from tests.support.policy_states import POLICY, PROBE_STARTED, REFERENCE, probing, status_state
+from specops.policy.decide import assess, decide
+from specops.policy.state import Observation, PolicyState, Reason, Verdict
+from tests.support.policy_states import (
+    FELL_BACK,
+    NOW,
+    POLICY,
+    PROBE_STARTED,
+    PROBING,
+    REFERENCE,
+    baseline_only,
+    probing,
+    status_state,
+    trial,
+)
 
 DURATION = 600.0  # probe.duration 10m
 
@@ -69,3 +83,66 @@ def test_a_probe_whose_last_windows_lose_still_ends_lost_at_its_deadline() -> No
     # Windows from 400 s: win, loss, win, loss, ...; the deadline (600 s) falls on a loss.
     state, reasons = run(probe_since(t0), [win, LOSS] * 12, start=t0 + 390)
     assert reasons == [Reason.PROBE_LOST] and state.lost_probes == 1
+
+
+# ------------------------------------------------- defect 5: a margin and a minimum sample
+
+# Defaults: probe.minWinMargin 5%, probe.minRequests 100 per pool and window (window 5m).
+
+
+@pytest.mark.parametrize(
+    ("obs", "expected"),
+    [
+        # 24.9 ms vs 25.0 ms is no win: within the margin speculation is not clearly better.
+        (probing(tpot_p99=0.0249, base={"tpot_p99": 0.025}), (Verdict.BREACH, Reason.PROBE_LOST)),
+        (probing(tpot_p99=0.0238, base={"tpot_p99": 0.025}), (Verdict.BREACH, Reason.PROBE_LOST)),
+        (probing(tpot_p99=0.0237, base={"tpot_p99": 0.025}), (Verdict.HEALTHY, Reason.PROBE_WON)),
+        (probing(tpot_p99=0.02, base={"tpot_p99": 0.025}), (Verdict.HEALTHY, Reason.PROBE_WON)),
+        # A single-replica trial needs the same margin against the recorded reference (30 ms).
+        (trial(tpot_p99=0.029), (Verdict.BREACH, Reason.PROBE_LOST)),
+        (trial(tpot_p99=0.028), (Verdict.HEALTHY, Reason.PROBE_WON)),
+    ],
+)
+def test_a_probe_window_is_won_only_by_the_margin(obs: Observation, expected: tuple[Verdict, Reason]) -> None:
+    got = assess(POLICY, PROBING, obs, NOW)
+    assert (got.verdict, got.reason) == expected, got.message
+
+
+@pytest.mark.parametrize(
+    ("obs", "expected"),
+    [
+        # 0.3 req/s x 300 s = 90 requests on the probe replica: too few for a P99.
+        (probing(tpot_p99=0.02, request_rate=0.3), (Verdict.NO_DATA, Reason.INSUFFICIENT_SAMPLE)),
+        (probing(tpot_p99=0.02, base={"request_rate": 0.3}), (Verdict.NO_DATA, Reason.INSUFFICIENT_SAMPLE)),
+        (trial(tpot_p99=0.02, request_rate=0.3), (Verdict.NO_DATA, Reason.INSUFFICIENT_SAMPLE)),
+        (probing(tpot_p99=0.02, request_rate=0.34), (Verdict.HEALTHY, Reason.PROBE_WON)),
+        # Acceptance and queueing are judged on any sample: the rules before the comparison.
+        (probing(acceptance=0.4, request_rate=0.3), (Verdict.BREACH, Reason.PROBE_LOST)),
+    ],
+)
+def test_a_probe_window_needs_a_minimum_sample(obs: Observation, expected: tuple[Verdict, Reason]) -> None:
+    got = assess(POLICY, PROBING, obs, NOW)
+    assert (got.verdict, got.reason) == expected, got.message
+
+
+def test_the_sample_and_the_margin_are_settings() -> None:
+    lenient = PolicySpec.model_validate({"probe": {"minRequests": 20, "minWinMargin": 0.0}})
+    assert (
+        assess(lenient, PROBING, probing(tpot_p99=0.0249, base={"tpot_p99": 0.025}), NOW).reason
+        == Reason.PROBE_WON
+    )
+    assert assess(lenient, PROBING, probing(tpot_p99=0.02, request_rate=0.1), NOW).reason == Reason.PROBE_WON
+    with pytest.raises(ValidationError):
+        PolicySpec.model_validate({"probe": {"minWinMargin": 1.5}})
+    with pytest.raises(ValidationError):
+        PolicySpec.model_validate({"probe": {"minRequests": 0}})
+
+
+def test_no_probe_starts_where_a_window_cannot_hold_the_minimum_sample() -> None:
+    """A probe that cannot reach probe.minRequests would only end inconclusive, after a restart."""
+    state = replace(status_state("Baseline", decisions=FELL_BACK), mode_since=NOW - 3600)
+    thin = baseline_only(request_rate=0.6)  # 0.3 req/s per replica x 300 s = 90 requests
+    assert decide(POLICY, state, thin, NOW).transition is None
+    busy_enough = baseline_only(request_rate=0.8)  # 120 requests per replica and window
+    d = decide(POLICY, state, busy_enough, NOW)
+    assert d.transition is not None and d.transition.reason == Reason.PROBE_STARTED

@@ -24,6 +24,7 @@ from specops.vllm.speculation_table import (
     derived_table_status,
     expected_tokens,
     flat_profile,
+    status_table,
     table_changed_materially,
 )
 from specops.vllm.step_cost import GPU_PERFORMANCE, Shard, StepCostModel, pass_seconds, step_cost_model
@@ -310,6 +311,19 @@ def test_status_model_carries_the_rows_and_the_data_they_came_from() -> None:
     assert set(dumped["rows"][0]) == {
         "minBatchSize", "maxBatchSize", "numSpeculativeTokens", "expectedSpeedupMin", "expectedSpeedupMax",
     }  # fmt: skip
+
+
+def test_status_table_uses_observed_acceptance_else_the_prior() -> None:
+    prior = status_table(CHAT, [], "2030-01-01T00:00:00Z")
+    live = status_table(CHAT, [0.5, 0.45, 0.4, 0.4, 0.4], "2030-01-01T00:00:00Z")
+    assert prior is not None and live is not None
+    assert (prior.acceptance_source, live.acceptance_source) == ("Default", "Live")
+    assert live.acceptance_per_position == [0.5, 0.45, 0.4, 0.4, 0.4]
+    assert live.rows[0].num_speculative_tokens < prior.rows[0].num_speculative_tokens
+    unknown = make_si(
+        speculation={"draft": {"model": "acme/tiny", "parameters": "1B", "tokenizer": "llama3"}}
+    )
+    assert status_table(unknown.spec, [], "2030-01-01T00:00:00Z") is None
 
 
 # ------------------------------------------------------------------------------ re-rendering

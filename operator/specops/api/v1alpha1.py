@@ -429,6 +429,19 @@ class ProbePolicy(_Model):
         default="10m", description="Length of a timed trial (single-replica services)."
     )
 
+    min_win_margin: Fraction = Field(
+        default=0.05,
+        description="A probe window is won only when the speculative pool's P99 TPOT is at least this "
+        "fraction below the baseline's (0.05 = 5% lower); closer than that it counts as lost.",
+    )
+    min_requests: int = Field(
+        default=100,
+        ge=1,
+        description="Requests each compared pool must complete in one window before its P99 TPOT "
+        "decides a probe window; fewer is NoData (InsufficientSample). No probe starts while the load "
+        "per replica cannot reach it in one window.",
+    )
+
     @property
     def duration_seconds(self) -> float:
         return parse_duration(self.duration)

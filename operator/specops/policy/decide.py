@@ -228,7 +228,8 @@ def _in_baseline(
 
 
 def _may_probe(policy: PolicySpec, state: PolicyState, base: PoolMetrics | None, now: float) -> bool:
-    """Cooled down, and the baseline neither queues nor serves near the saturation load."""
+    """Cooled down, and the baseline neither queues, nor serves near the saturation load, nor so
+    little that a probe window could not hold ``probe.minRequests``."""
     if now - state.mode_since < probe_cooldown(policy, state):
         return False
     # No probe while the baseline itself queues: moving a replica costs capacity (a pod restart)
@@ -236,12 +237,13 @@ def _may_probe(policy: PolicySpec, state: PolicyState, base: PoolMetrics | None,
     if base is not None and queued_per_replica(policy, base) is not None:
         return False
     rate = base.rate_per_replica if base is not None else None
-    busy = (
-        state.saturation_rate is not None
-        and finite(rate)
-        and (rate or 0.0) >= PROBE_LOAD_MARGIN * state.saturation_rate
-    )
-    return not busy
+    if not finite(rate) or rate is None:
+        return False
+    busy = state.saturation_rate is not None and rate >= PROBE_LOAD_MARGIN * state.saturation_rate
+    # A probe replica that cannot complete probe.minRequests in a window would only end
+    # inconclusive, after a pod restart each way.
+    thin = rate * policy.window_seconds < policy.probe.min_requests
+    return not busy and not thin
 
 
 def _in_probing(

@@ -13,8 +13,10 @@ Hold rules come first in every mode: ``MetricsUnavailable`` (Error), ``NoSeries`
 * Baseline: ``BaselineServing`` (the baseline is judged by nothing; the decision starts probes);
 * Probing: ``ProbeLost`` by queueing, ``ProbeLost`` below the break-even acceptance,
   ``BaselineQueueing`` (NoData: an overloaded baseline says nothing about speculation), no TPOT for
-  one of the pools (NoData), then the A/B P99 comparison (``ProbeWon`` or ``ProbeLost``), else the
-  single-replica trial against the recorded reference.
+  one of the pools (NoData), fewer than ``probe.minRequests`` completed by a pool compared
+  (``InsufficientSample``, NoData), then the A/B P99 comparison (``ProbeWon`` by at least
+  ``probe.minWinMargin``, else ``ProbeLost``), else the single-replica trial against the recorded
+  reference (the same margin).
 
 The latency rules need a reference.  A baseline pool serving the same window is a true A/B
 comparison and applies at any acceptance; the baseline recorded during the last Baseline period (at
@@ -320,16 +322,45 @@ def probe_tpot_missing(w: Window) -> Assessment | None:
     return Assessment(Verdict.NO_DATA, Reason.INSUFFICIENT_TRAFFIC, "no TPOT data for one of the pools")
 
 
+def completed_in_window(pool: PoolMetrics, policy: PolicySpec) -> float:
+    """Requests the pool completed over the window (its completion rate times the window)."""
+    return (pool.request_rate or 0.0) * policy.window_seconds
+
+
+def insufficient_sample(w: Window) -> Assessment | None:
+    """A P99 over a handful of requests is noise: each pool compared needs ``probe.minRequests``
+    completed in the window before the comparison counts."""
+    pools = [("speculative", w.spec), ("baseline", w.ab)]
+    short = [(name, completed_in_window(p, w.policy)) for name, p in pools if p is not None]
+    short = [(name, n) for name, n in short if n < w.policy.probe.min_requests]
+    if not short:
+        return None
+    name, n = short[0]
+    return Assessment(
+        Verdict.NO_DATA,
+        Reason.INSUFFICIENT_SAMPLE,
+        f"the {name} pool completed about {n:.0f} requests in the window; a probe verdict needs "
+        f"{w.policy.probe.min_requests} (probe.minRequests)",
+    )
+
+
+def wins_by_margin(p99: float, reference_p99: float, policy: PolicySpec) -> bool:
+    """At least ``probe.minWinMargin`` faster: a tie or a hair's breadth is no win."""
+    return p99 <= reference_p99 * (1 - policy.probe.min_win_margin)
+
+
 def probe_ab_p99(w: Window) -> Assessment | None:
-    """A/B: the probe wins a window when its P99 TPOT beats the baseline pool's."""
+    """A/B: the probe wins a window when its P99 TPOT beats the baseline pool's by the margin."""
     if w.ab is None or w.spec is None:
         return None
     spec_p99, base_p99 = w.spec.tpot_p99, w.ab.tpot_p99
     assert spec_p99 is not None and base_p99 is not None  # probe_tpot_missing came first
     versus = f"P99 TPOT {fmt(spec_p99, ' s')} speculative vs {fmt(base_p99, ' s')} baseline"
-    if spec_p99 < base_p99:
+    if wins_by_margin(spec_p99, base_p99, w.policy):
         return Assessment(Verdict.HEALTHY, Reason.PROBE_WON, f"acceptance {w.acceptance:.2f}; {versus}")
-    return Assessment(Verdict.BREACH, Reason.PROBE_LOST, versus)
+    return Assessment(
+        Verdict.BREACH, Reason.PROBE_LOST, f"{versus}: not {w.policy.probe.min_win_margin:.0%} faster"
+    )
 
 
 def probe_trial(w: Window) -> Assessment:
@@ -338,16 +369,18 @@ def probe_trial(w: Window) -> Assessment:
     spec = w.spec
     assert spec is not None
     ref = usable_reference(w.state.reference, spec)
+    p99 = spec.tpot_p99
     if (
         ref is not None
-        and finite(spec.tpot_p99)
-        and spec.tpot_p99 is not None
-        and spec.tpot_p99 >= ref.tpot_p99
+        and finite(p99)
+        and p99 is not None
+        and not wins_by_margin(p99, ref.tpot_p99, w.policy)
     ):
         return Assessment(
             Verdict.BREACH,
             Reason.PROBE_LOST,
-            f"P99 TPOT {fmt(spec.tpot_p99, ' s')} vs recorded baseline {fmt(ref.tpot_p99, ' s')}",
+            f"P99 TPOT {fmt(p99, ' s')} vs recorded baseline {fmt(ref.tpot_p99, ' s')}: not "
+            f"{w.policy.probe.min_win_margin:.0%} faster",
         )
     return Assessment(Verdict.HEALTHY, Reason.PROBE_WON, f"acceptance {w.acceptance:.2f}")
 
@@ -370,6 +403,7 @@ RULES: Mapping[ServingMode, tuple[Rule, ...]] = {
         probe_lost_below_break_even,
         baseline_queueing,
         probe_tpot_missing,
+        insufficient_sample,
         probe_ab_p99,
         probe_trial,
     ),

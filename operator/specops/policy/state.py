@@ -47,6 +47,7 @@ class Reason(StrEnum):
     NO_SERIES = "NoSeries"
     INSUFFICIENT_TRAFFIC = "InsufficientTraffic"
     BASELINE_QUEUEING = "BaselineQueueing"
+    INSUFFICIENT_SAMPLE = "InsufficientSample"
     SETTLING = "Settling"
     # Error
     METRICS_UNAVAILABLE = "MetricsUnavailable"

@@ -32,6 +32,7 @@ from specops.api.catalog import DEFAULT_ACCEPTANCE_RATE
 from specops.api.v1alpha1 import (
     DerivedSpeculationTable,
     SpeculationTableRow,
+    SpeculativeInference,
     SpeculativeInferenceSpec,
 )
 from specops.vllm.step_cost import DEFAULT_CONTEXT_TOKENS, StepCostModel, step_cost_model
@@ -244,13 +245,41 @@ def derive_for_spec(
     return _derive_cached(cost, profile, spec.speculation.num_speculative_tokens, max_batch_size)
 
 
+def live_acceptance(si: SpeculativeInference) -> tuple[float, ...] | None:
+    """The speculative pool's conditional per-position acceptance from the resource's status, if
+    the operator has observed one."""
+    observed = si.status.observed if si.status else None
+    if observed is None or not observed.acceptance_per_position:
+        return None
+    return tuple(min(1.0, max(0.0, a)) for a in observed.acceptance_per_position)
+
+
+def derive_for_resource(si: SpeculativeInference) -> tuple[SpeculationTable, AcceptanceSource] | None:
+    """The table from the live pool's acceptance when status has it, else from the catalog's prior."""
+    live = live_acceptance(si)
+    table = derive_for_spec(si.spec, live)
+    if table is None:
+        return None
+    return table, AcceptanceSource.LIVE if live else AcceptanceSource.DEFAULT
+
+
+def speedups_by_batch_size(table: SpeculationTable) -> dict[int, float]:
+    """Expected decode speedup at 1, 2, 4, ... running sequences, up to the table's last batch."""
+    out = {}
+    b = 1
+    while b <= len(table.speedups):
+        out[b] = table.speedup_at(b)
+        b *= 2
+    return out
+
+
 def derived_table_status(
     table: SpeculationTable,
     source: AcceptanceSource,
     derived_at: str | None = None,
     context_tokens: int = DEFAULT_CONTEXT_TOKENS,
 ) -> DerivedSpeculationTable:
-    """``status.derivedSpeculationTable`` for ``table``."""
+    """``status.derivedSpeculationTable`` for ``table`` (``status_table`` derives and builds it)."""
     return DerivedSpeculationTable(
         rows=[
             SpeculationTableRow(
@@ -318,3 +347,17 @@ def table_changed_materially(old: SpeculationTable | None, new: SpeculationTable
             if all(abs(k - near) >= MATERIAL_K_DIFFERENCE for near in _near(other, batch)):
                 return True
     return False
+
+
+def status_table(
+    spec: SpeculativeInferenceSpec, acceptance_per_position: Sequence[float], derived_at: str
+) -> DerivedSpeculationTable | None:
+    """``status.derivedSpeculationTable`` for an evaluation that observed the speculative pool's
+    conditional ``acceptance_per_position`` (empty: none yet, so the catalog's prior); None when
+    the resource's models are outside the catalog and carry no shape."""
+    live = tuple(min(1.0, max(0.0, a)) for a in acceptance_per_position)
+    table = derive_for_spec(spec, live or None)
+    if table is None:
+        return None
+    source = AcceptanceSource.LIVE if live else AcceptanceSource.DEFAULT
+    return derived_table_status(table, source, derived_at)
