@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from specops_testkit.testbed.controlplane import cache_dir
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 CHART = ROOT / "charts" / "specops"
 MANIFESTS = ROOT / "manifests"

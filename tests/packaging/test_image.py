@@ -10,9 +10,9 @@ import re
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.conftest import ROOT
 from tests.packaging.conftest import run, tool
 from tests.packaging.lockfile import parse_lock, runtime_closure
+from tests.support.paths import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 LOCK = ROOT / "requirements.lock"

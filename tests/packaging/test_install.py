@@ -33,10 +33,10 @@ from specops.controller.main import OperatorOptions, OperatorThread
 from specops_testkit.testbed.controlplane import free_port, install_crds
 from specops_testkit.testbed.stack import Testbed
 from tests.cluster import POD_MONITOR_CRD, create_si, deployment, get_si, wait_for
-from tests.conftest import EXAMPLES
 from tests.packaging import rbac
 from tests.packaging.apiproxy import RecordingProxy, Request
 from tests.packaging.conftest import CHART, kubectl_bin, run
+from tests.support.paths import EXAMPLES
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from tests.conftest import ROOT
 from tests.packaging.test_image import stages
+from tests.support.paths import ROOT
 
 # Module path components that belong to the kit, never to the product.
 KIT_NAMES = {"specops_testkit", "emulator", "testbed", "sim"}

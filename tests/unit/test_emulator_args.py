@@ -65,7 +65,7 @@ def test_rendered_args_of_every_example_parse(path: Path, pool: Pool) -> None:
     ids=lambda p: p.name,
 )
 @pytest.mark.parametrize("pool", list(Pool))
-def test_valid_examples_start_with_the_budget_figures(path: Path, pool: Pool) -> None:
+def test_valid_examples_start_with_their_memory_figures(path: Path, pool: Pool) -> None:
     si = _example(path)
     spec = si.spec
     version = V(spec.vllm.version)
@@ -73,14 +73,13 @@ def test_valid_examples_start_with_the_budget_figures(path: Path, pool: Pool) ->
     config = derive_config(
         parse_args(vllm_args(spec, pool), version), version, memory, spec.target.quantization.value
     )
-    plan = config.budget
-    seqs = (
-        plan.max_concurrent_sequences
-        if pool is Pool.SPECULATIVE
-        else plan.max_concurrent_sequences_without_draft
+    plan = config.memory
+    assert plan.max_concurrent_sequences >= 1
+    assert config.engine.kv_capacity_tokens == plan.kv_tokens
+    assert (
+        plan.kv_tokens % 16 == 0
+        and plan.kv_tokens >= plan.max_concurrent_sequences * plan.inputs.max_model_len
     )
-    assert seqs is not None
-    assert config.engine.kv_capacity_tokens == seqs * plan.max_model_len
     assert config.engine.speculative == (pool is Pool.SPECULATIVE)
     assert config.v0_engine == (version < V("0.8.0"))
     assert config.served_model_name in config.describe()
@@ -294,20 +293,27 @@ def test_int8_checkpoint_must_be_declared_when_its_name_does_not_say_it() -> Non
         "--model", "meta-llama/Llama-3.1-70B-Instruct", "--tensor-parallel-size", "2",
         "--max-model-len", "8192", "--speculative-config", json.dumps(draft),
     ]  # fmt: skip
-    with pytest.raises(StartupError, match="weights need"):
+    with pytest.raises(StartupError, match="No available memory for the cache blocks"):
         load(argv, {ENV_VERSION: "0.32.0"})
     config = load(argv, {ENV_VERSION: "0.32.0", ENV_CHECKPOINT_QUANTIZATION: "int8"})
-    assert config.budget.target_weights_gib == pytest.approx(65.75, abs=0.1)
+    # Per GPU: half of 70.6e9 one-byte parameters.
+    assert config.memory.target_weights_gib == pytest.approx(65.75 / 2, abs=0.05)
     named = [*argv]
     named[1] = "RedHatAI/Meta-Llama-3.1-70B-Instruct-quantized.w8a8"
-    assert load(named, {ENV_VERSION: "0.32.0"}).budget.target_weights_gib == pytest.approx(65.75, abs=0.1)
+    assert load(named, {ENV_VERSION: "0.32.0"}).memory.target_weights_gib == pytest.approx(
+        65.75 / 2, abs=0.05
+    )
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--model", "acme/secret-model-13b"], "not in the emulator's model catalog"),
-        (["--model", "meta-llama/Llama-3.1-70B-Instruct"], "weights need"),
+        (["--model", "meta-llama/Llama-3.1-70B-Instruct"], "CUDA out of memory loading the weights"),
+        (
+            ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--max-model-len", "1048576"],
+            r"max seq len \(1048576\).*larger than the available KV cache",
+        ),
         (
             [
                 "--model",

@@ -2,15 +2,17 @@
 
 The emulator must refuse exactly what the real release refuses, or a test world could pass with
 arguments that crash a real pod.  Which flags, ``--speculative-config`` keys and methods a release
-has comes from ``specops.vllm.dialect`` (the table the renderer obeys); memory and concurrency come from
-``specops.vllm.budget`` and model figures from ``specops.api.catalog``, so nothing here re-derives them.
+has comes from ``specops.vllm.dialect`` (the table the renderer obeys) and model figures from
+``specops.api.catalog``.  Memory and concurrency come from the emulator's own ``memory`` module,
+written from vLLM's behaviour, never from the operator's budget (which the emulator tests).
 
 Two kinds of failure, as with real vLLM:
 
 * ``ArgsError``: the command line itself is wrong for this release (unknown flag, flag the release
   lacks or has dropped, unknown key or method in ``--speculative-config``).  Exit code 2.
-* ``StartupError``: the arguments parse but the engine cannot start (weights do not fit, model
-  unknown, vocabularies differ).  Exit code 1, as when vLLM dies loading the model.
+* ``StartupError``: the arguments parse but the engine cannot start (weights or the KV cache for
+  one ``max_model_len`` sequence do not fit, model unknown, vocabularies differ), with vLLM's own
+  wording where it has one.  Exit code 1, as when vLLM dies loading the model.
 """
 
 from __future__ import annotations
@@ -22,23 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from pydantic import ValidationError
-
-from specops.api.catalog import GIB, ModelInfo, lookup_model
-from specops.api.v1alpha1 import (
-    DraftQuantization,
-    DraftSpec,
-    DType,
-    GPUResources,
-    KVCacheDType,
-    Method,
-    Quantization,
-    SpeculationSpec,
-    SpeculativeInferenceSpec,
-    TargetSpec,
-    VLLMSpec,
-)
-from specops.vllm.budget import BudgetPlan, plan_budget
+from specops.api.catalog import ModelInfo, lookup_model
+from specops.api.v1alpha1 import DType, KVCacheDType, Method, Quantization, VLLMSpec
 from specops.vllm.dialect import (
     BITSANDBYTES_LOAD_FORMAT_UNTIL,
     BITSANDBYTES_REMOVED,
@@ -57,6 +44,17 @@ from specops.vllm.dialect import (
     parse_version,
     speculative_config_keys,
 )
+from specops_testkit.emulator.memory import (
+    CUDA_GRAPHS_COUNTED_SINCE,
+    MemoryInputs,
+    MemoryPlan,
+    ModelShape,
+    Proposer,
+    kv_bytes_per_element,
+    plan_memory,
+    startup_failure,
+    weight_bytes_per_parameter,
+)
 from specops_testkit.emulator.perf import EngineConfig, ModelFigures, Pairing, ProposerConfig, constants_for
 
 ENV_VERSION = "SPECOPS_EMULATOR_VLLM_VERSION"
@@ -65,6 +63,10 @@ ENV_GPU_MEMORY_GIB = "SPECOPS_EMULATOR_GPU_MEMORY_GIB"
 # most FP8 checkpoints' scheme from config.json, so the rendered command line does not say it).
 ENV_CHECKPOINT_QUANTIZATION = "SPECOPS_EMULATOR_QUANTIZATION"
 DEFAULT_GPU_MEMORY_GIB = 80.0
+# Far beyond any GPU: a typo, not hardware.
+MAX_GPU_MEMORY_GIB = 4096.0
+# vLLM defaults --max-model-len to the model's context; the catalog has none, so 8192.
+DEFAULT_MAX_MODEL_LEN = 8192
 
 # From this release on --speculative-config refuses keys it does not know (dialect.py's notes);
 # before it, unknown keys were dropped without a word.
@@ -120,12 +122,12 @@ _QUANTIZATION_FLAG: dict[str, Quantization] = {
     "compressed-tensors": Quantization.INT8,
     "experts_int8": Quantization.INT8,
 }
-_DRAFT_QUANTIZATION: dict[str, DraftQuantization] = {
-    "fp8": DraftQuantization.FP8,
-    "awq": DraftQuantization.AWQ,
-    "awq_marlin": DraftQuantization.AWQ,
-    "gptq": DraftQuantization.GPTQ,
-    "gptq_marlin": DraftQuantization.GPTQ,
+_DRAFT_QUANTIZATION: dict[str, Quantization] = {
+    "fp8": Quantization.FP8,
+    "awq": Quantization.AWQ,
+    "awq_marlin": Quantization.AWQ,
+    "gptq": Quantization.GPTQ,
+    "gptq_marlin": Quantization.GPTQ,
 }
 _DTYPES: dict[str, DType] = {
     "auto": DType.AUTO,
@@ -205,6 +207,7 @@ class VLLMArgs:
     seed: int | None = None
     enable_prefix_caching: bool | None = None
     ignored_config_keys: tuple[str, ...] = ()
+    enforce_eager: bool = False  # no CUDA graphs: nothing reserved for them
 
     @property
     def served_model_name(self) -> str:
@@ -218,7 +221,7 @@ class ServingConfig:
     version: Version
     args: VLLMArgs
     engine: EngineConfig
-    budget: BudgetPlan
+    memory: MemoryPlan
     v0_engine: bool
     warnings: tuple[str, ...] = field(default=())
 
@@ -236,7 +239,7 @@ class ServingConfig:
 
     def describe(self) -> str:
         """One log line with the derived configuration."""
-        e = self.engine
+        e, m = self.engine, self.memory
         spec = "none"
         if self.args.speculative is not None:
             s = self.args.speculative
@@ -247,16 +250,11 @@ class ServingConfig:
             f"vLLM {format_version(self.version)} ({'V0' if self.v0_engine else 'V1'} engine) "
             f"model={self.args.model} served={self.served_model_name} "
             f"tp={self.args.tensor_parallel_size} speculation={spec} "
-            f"weights={(self.budget.target_weights_gib or 0) + (self.budget.draft_weights_gib or 0):.1f}GiB "
-            f"kv_cache={self._kv_gib():.1f}GiB kv_tokens={e.kv_capacity_tokens} "
-            f"max_num_seqs={e.max_num_seqs} max_num_batched_tokens={e.max_num_batched_tokens} "
-            f"max_model_len={e.max_model_len}"
+            f"per_gpu(weights={m.weights_gib:.2f}GiB reserve={m.reserve_gib:.2f}GiB "
+            f"kv_cache={m.kv_cache_gib:.2f}GiB) kv_tokens={e.kv_capacity_tokens} "
+            f"max_concurrency={m.max_concurrency:.2f}x max_num_seqs={e.max_num_seqs} "
+            f"max_num_batched_tokens={e.max_num_batched_tokens} max_model_len={e.max_model_len}"
         )
-
-    def _kv_gib(self) -> float:
-        plan = self.budget
-        value = plan.kv_cache_gib if self.args.speculative else plan.kv_cache_gib_without_draft
-        return value or 0.0
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -542,6 +540,7 @@ def parse_args(argv: Sequence[str], version: Version) -> VLLMArgs:
         seed=ns.seed,
         enable_prefix_caching=prefix_caching,
         ignored_config_keys=ignored,
+        enforce_eager=bool(ns.enforce_eager),
     )
 
 
@@ -583,57 +582,73 @@ def _require_model(name: str, role: str) -> ModelInfo:
     return info
 
 
-def _budget_spec(
-    args: VLLMArgs, version: Version, gpu_memory_gib: float, quantization: Quantization
-) -> SpeculativeInferenceSpec:
-    """The SpeculativeInferenceSpec a pod with these arguments corresponds to, for plan_budget.
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """The proposer's figures: for memory, for the cost model and for acceptance."""
 
-    A plain pod has no speculation, which the API cannot express: it gets a placeholder n-gram
-    proposer (no weights, no KV) and the caller reads the budget's without-draft figures.
-    """
+    memory: Proposer
+    figures: ModelFigures
+    pairing: Pairing
+
+
+def _draft(
+    args: VLLMArgs, version: Version, target_info: ModelInfo, bytes_per_parameter: float, kv_bytes: float
+) -> _Draft | None:
+    """The proposer's weights and KV cache, checked as vLLM checks them at start-up."""
     s = args.speculative
-    if s is None or s.method in (Method.NGRAM, Method.SUFFIX, Method.MTP) or s.model is None:
-        method = s.method if s is not None else Method.NGRAM
-        k = min(16, s.num_speculative_tokens) if s is not None else 1
-        speculation = SpeculationSpec(method=method, num_speculative_tokens=k)
-    else:
-        speculation = SpeculationSpec(
-            method=s.method,
-            num_speculative_tokens=min(16, s.num_speculative_tokens),
-            draft=DraftSpec(
-                model=s.model,
-                quantization=_DRAFT_QUANTIZATION.get(s.quantization or "", DraftQuantization.NONE),
-                tensor_parallel_size=s.draft_tensor_parallel_size,
+    if s is None or s.method in (Method.NGRAM, Method.SUFFIX):
+        return None
+    tp = args.tensor_parallel_size
+    target_shape = ModelShape.of(target_info)
+    if s.method is Method.MTP:
+        if not target_info.has_mtp:
+            raise StartupError(f"{args.model!r} has no multi-token-prediction layers for method mtp")
+        # The checkpoint's own MTP module: about one more decoder layer, weights and KV cache.
+        shape = target_shape.layer()
+        return _Draft(
+            memory=Proposer(shape, bytes_per_parameter, tp),
+            figures=ModelFigures(
+                parameters=shape.parameters,
+                weight_bytes=shape.parameters * bytes_per_parameter,
+                kv_bytes_per_token=shape.kv_elements_per_token(1) * kv_bytes,
+                tensor_parallel_size=tp,
             ),
+            pairing=Pairing(target_bytes_per_param=bytes_per_parameter),
         )
-    try:
-        return SpeculativeInferenceSpec(
-            vllm=VLLMSpec(version=format_version(version)),
-            target=TargetSpec(
-                model=args.model,
-                quantization=quantization,
-                dtype=args.dtype,
-                kv_cache_dtype=args.kv_cache_dtype,
-                tensor_parallel_size=args.tensor_parallel_size,
-                max_model_len=args.max_model_len,
-            ),
-            speculation=speculation,
-            resources=GPUResources(
-                gpus_per_replica=args.tensor_parallel_size,
-                gpu_memory_gib=gpu_memory_gib,
-                gpu_memory_utilization=min(0.99, args.gpu_memory_utilization),
-            ),
+    assert s.model is not None  # the parser requires a model for the other methods
+    info = _require_model(s.model, "speculative model")
+    draft_tp = s.draft_tensor_parallel_size or tp
+    if draft_tp not in (1, tp):
+        raise StartupError(
+            f"draft_tensor_parallel_size={draft_tp} cannot be other value than 1 or target model "
+            f"tensor_parallel_size={tp}"
         )
-    except ValidationError as exc:
-        message = f"configuration outside what the emulator models: {exc.errors()[0]['msg']}"
-        raise StartupError(message) from None
-
-
-def kv_bytes_per_token(kv_gib: float | None, seqs: int | None, max_len: int) -> float:
-    """KV bytes per token, read back from the budget (so its dtype and layer rules apply)."""
-    if not kv_gib or not seqs:
-        return 0.0
-    return kv_gib * GIB / (seqs * max_len)
+    shares_vocabulary = info.tokenizer == target_info.tokenizer
+    if s.method in (Method.DRAFT_MODEL, Method.EAGLE, Method.EAGLE3) and not shares_vocabulary:
+        raise StartupError(
+            f"the draft's vocabulary ({info.tokenizer} tokenizer) is not the target's "
+            f"({target_info.tokenizer}): speculative decoding needs one tokenizer"
+        )
+    quantization = _DRAFT_QUANTIZATION.get(s.quantization or "", Quantization.NONE)
+    draft_bpp = weight_bytes_per_parameter(quantization, args.dtype)
+    shape = ModelShape.of(info)
+    has_kv_cache = s.method is not Method.MEDUSA  # Medusa heads attend to nothing of their own
+    head_family = info.head_for or info.family
+    return _Draft(
+        memory=Proposer(shape, draft_bpp, draft_tp, has_kv_cache),
+        figures=ModelFigures(
+            parameters=info.parameters,
+            weight_bytes=info.parameters * draft_bpp,
+            kv_bytes_per_token=shape.kv_elements_per_token(1) * kv_bytes if has_kv_cache else 0.0,
+            tensor_parallel_size=draft_tp,
+        ),
+        pairing=Pairing(
+            size_ratio=target_info.parameters / info.parameters if s.method is Method.DRAFT_MODEL else None,
+            same_family=head_family == target_info.family,
+            same_tokenizer=shares_vocabulary,
+            target_bytes_per_param=bytes_per_parameter,
+        ),
+    )
 
 
 def derive_config(
@@ -649,89 +664,67 @@ def derive_config(
         if args.quantization
         else checkpoint_quantization(args.model, declared_quantization)
     )
+    if not 0 < gpu_memory_gib <= MAX_GPU_MEMORY_GIB:
+        raise StartupError(f"{gpu_memory_gib:g} GiB is not the memory of one GPU")
+    max_len = args.max_model_len or DEFAULT_MAX_MODEL_LEN
+    if max_len < 1:
+        raise StartupError(f"max_model_len must be positive, got {max_len}")
     s = args.speculative
-    if s is not None and s.model is not None and s.method is not Method.MTP:
-        _require_model(s.model, "speculative model")
-    spec = _budget_spec(args, version, gpu_memory_gib, quantization)
-    plan = plan_budget(spec)
-    if plan.errors:
-        raise StartupError("; ".join(f.message for f in plan.errors))
-    speculative_pod = s is not None
-    seqs = plan.max_concurrent_sequences if speculative_pod else plan.max_concurrent_sequences_without_draft
-    if not seqs:
-        raise StartupError("no room in the KV cache for one sequence of max_model_len tokens")
-    max_len = plan.max_model_len
-    target_kv = kv_bytes_per_token(
-        plan.kv_cache_gib_without_draft, plan.max_concurrent_sequences_without_draft, max_len
-    )
-    assert plan.target_weights_gib is not None
-    target = ModelFigures(
-        parameters=target_info.parameters,
-        weight_bytes=plan.target_weights_gib * GIB,
-        kv_bytes_per_token=target_kv,
-        tensor_parallel_size=args.tensor_parallel_size,
-    )
-    proposer = _proposer(args, plan, target, target_info, max_len) if s is not None else None
     v0 = uses_v0_engine(version, s.method if s else None)
     large_gpu = gpu_memory_gib >= 70 and version >= LARGE_GPU_DEFAULTS_SINCE
     default_batched = 8192 if large_gpu else (max(2048, max_len) if v0 else 2048)
+    max_num_batched_tokens = args.max_num_batched_tokens or default_batched
+    bpp = weight_bytes_per_parameter(quantization, args.dtype)
+    kv_bytes = kv_bytes_per_element(args.kv_cache_dtype, args.dtype)
+    draft = _draft(args, version, target_info, bpp, kv_bytes)
+    memory = plan_memory(
+        MemoryInputs(
+            gpu_memory_gib=gpu_memory_gib,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            tensor_parallel_size=args.tensor_parallel_size,
+            target=ModelShape.of(target_info),
+            bytes_per_parameter=bpp,
+            kv_bytes_per_element=kv_bytes,
+            max_model_len=max_len,
+            max_num_batched_tokens=max_num_batched_tokens,
+            proposer=draft.memory if draft is not None else None,
+            cuda_graphs_counted=version >= CUDA_GRAPHS_COUNTED_SINCE and not args.enforce_eager,
+        )
+    )
+    failure = startup_failure(memory, v1=not v0)
+    if failure is not None:
+        raise StartupError(failure)
+    target = ModelFigures(
+        parameters=target_info.parameters,
+        weight_bytes=target_info.parameters * bpp,
+        kv_bytes_per_token=ModelShape.of(target_info).kv_elements_per_token(1) * kv_bytes,
+        tensor_parallel_size=args.tensor_parallel_size,
+    )
+    proposer = None
+    if s is not None:
+        proposer = ProposerConfig(
+            method=s.method,
+            num_speculative_tokens=s.num_speculative_tokens,
+            draft=draft.figures if draft is not None else None,
+            pairing=draft.pairing if draft is not None else Pairing(target_bytes_per_param=bpp),
+            k_by_batch_size=s.k_by_batch_size,
+            disable_by_batch_size=s.disable_by_batch_size,
+        )
     engine = EngineConfig(
         target=target,
         proposer=proposer,
-        kv_capacity_tokens=seqs * max_len,
+        kv_capacity_tokens=memory.kv_tokens,
         max_num_seqs=args.max_num_seqs or (1024 if large_gpu else 256),
-        max_num_batched_tokens=args.max_num_batched_tokens or default_batched,
+        max_num_batched_tokens=max_num_batched_tokens,
         max_model_len=max_len,
         constants=constants_for(v0),
     )
-    notes = [f"{w.field}: {w.message}" for w in plan.warnings if w.code != "MaxModelLenUnset"]
+    notes = []
     if args.ignored_config_keys:
         ignored = ", ".join(args.ignored_config_keys)
         notes.append(f"--speculative-config keys ignored by this release: {ignored}")
     return ServingConfig(
-        version=version, args=args, engine=engine, budget=plan, v0_engine=v0, warnings=tuple(notes)
-    )
-
-
-def _proposer(
-    args: VLLMArgs, plan: BudgetPlan, target: ModelFigures, target_info: ModelInfo, max_len: int
-) -> ProposerConfig:
-    s = args.speculative
-    assert s is not None
-    draft: ModelFigures | None = None
-    pairing = Pairing(target_bytes_per_param=target.bytes_per_param)
-    if s.method is Method.MTP:
-        # The model's own multi-token-prediction layer: about one decoder layer of the target.
-        layer = target_info.parameters // target_info.layers
-        draft = ModelFigures(
-            parameters=layer,
-            weight_bytes=target.weight_bytes / target_info.layers,
-            kv_bytes_per_token=target.kv_bytes_per_token / target_info.layers,
-            tensor_parallel_size=target.tensor_parallel_size,
-        )
-    elif s.model is not None:
-        info = _require_model(s.model, "speculative model")
-        with_draft = kv_bytes_per_token(plan.kv_cache_gib, plan.max_concurrent_sequences, max_len)
-        draft = ModelFigures(
-            parameters=info.parameters,
-            weight_bytes=(plan.draft_weights_gib or 0.0) * GIB,
-            kv_bytes_per_token=max(0.0, with_draft - target.kv_bytes_per_token),
-            tensor_parallel_size=s.draft_tensor_parallel_size or args.tensor_parallel_size,
-        )
-        head_family = info.head_for or info.family
-        pairing = Pairing(
-            size_ratio=plan.size_ratio,
-            same_family=head_family == target_info.family,
-            same_tokenizer=info.tokenizer == target_info.tokenizer,
-            target_bytes_per_param=target.bytes_per_param,
-        )
-    return ProposerConfig(
-        method=s.method,
-        num_speculative_tokens=s.num_speculative_tokens,
-        draft=draft,
-        pairing=pairing,
-        k_by_batch_size=s.k_by_batch_size,
-        disable_by_batch_size=s.disable_by_batch_size,
+        version=version, args=args, engine=engine, memory=memory, v0_engine=v0, warnings=tuple(notes)
     )
 
 

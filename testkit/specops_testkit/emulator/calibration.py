@@ -29,9 +29,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from specops.api.catalog import GIB, lookup_model
+from specops.api.catalog import GPUS, lookup_model
 from specops.api.v1alpha1 import (
-    Architecture,
     DraftSpec,
     GPUResources,
     Method,
@@ -42,9 +41,9 @@ from specops.api.v1alpha1 import (
     VLLMSpec,
 )
 from specops.render.manifests import Pool, vllm_args
-from specops.vllm.budget import plan_budget
 from specops.vllm.dialect import parse_version
-from specops_testkit.emulator.args import derive_config, kv_bytes_per_token, parse_args
+from specops_testkit.emulator.args import derive_config, parse_args
+from specops_testkit.emulator.memory import MemoryInputs, ModelShape, Proposer, plan_memory, startup_failure
 from specops_testkit.emulator.perf import (
     V0_CONSTANTS,
     Engine,
@@ -78,13 +77,8 @@ MAX_MODEL_LEN = 8192
 MAX_NUM_SEQS = 256
 MAX_NUM_BATCHED_TOKENS = 8192
 # Qwama-0.5B: Qwen2-0.5B weights with the Llama 3 vocabulary transplanted (not in the catalog).
-DRAFT = DraftSpec(
-    model="turboderp/Qwama-0.5B-Instruct",
-    parameters="0.5B",
-    architecture=Architecture(layers=24, kv_heads=2, head_dim=64),
-    tokenizer="llama3",
-    tensor_parallel_size=1,
-)
+DRAFT_SHAPE = ModelShape(parameters=500_000_000, layers=24, kv_heads=2, head_dim=64)
+DRAFT_TENSOR_PARALLEL = 1
 DRAFT_K = 4
 NGRAM_K = 5
 SATURATION_QPS = 40.0
@@ -123,45 +117,50 @@ POINTS: tuple[CalibrationPoint, ...] = (
 
 
 def engine_config(method: Method | None, constants: PerfConstants = V0_CONSTANTS) -> EngineConfig:
-    """The blog's pool: speculative with ``method`` (draft model or n-gram), or plain for None."""
+    """The blog's pool: speculative with ``method`` (draft model or n-gram), or plain for None.
+    Memory is sized by the emulator's own model (``memory.plan_memory``), as a pod of it would be."""
     target_info = lookup_model(TARGET)
     assert target_info is not None
-    draft = DRAFT if method is Method.DRAFT_MODEL else None
-    spec = SpeculativeInferenceSpec(
-        vllm=VLLMSpec(version=VLLM_VERSION),
-        target=TargetSpec(model=TARGET, tensor_parallel_size=TENSOR_PARALLEL, max_model_len=MAX_MODEL_LEN),
-        speculation=SpeculationSpec(method=method or Method.NGRAM, draft=draft),
-        resources=GPUResources(gpus_per_replica=TENSOR_PARALLEL, gpu_type=GPU),
+    draft = method is Method.DRAFT_MODEL
+    target_shape = ModelShape.of(target_info)
+    memory = plan_memory(
+        MemoryInputs(
+            gpu_memory_gib=GPUS[GPU].memory_gib,
+            gpu_memory_utilization=0.9,
+            tensor_parallel_size=TENSOR_PARALLEL,
+            target=target_shape,
+            bytes_per_parameter=2.0,
+            kv_bytes_per_element=2.0,
+            max_model_len=MAX_MODEL_LEN,
+            max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS,
+            proposer=Proposer(DRAFT_SHAPE, 2.0, DRAFT_TENSOR_PARALLEL) if draft else None,
+        )
     )
-    plan = plan_budget(spec)
-    assert plan.fits, plan.errors
-    assert plan.target_weights_gib is not None
-    assert plan.max_concurrent_sequences is not None
-    assert plan.max_concurrent_sequences_without_draft is not None
-    target_kv = kv_bytes_per_token(
-        plan.kv_cache_gib_without_draft, plan.max_concurrent_sequences_without_draft, MAX_MODEL_LEN
+    assert startup_failure(memory, v1=False) is None
+    target = ModelFigures(
+        target_info.parameters,
+        target_info.parameters * 2.0,
+        target_shape.kv_elements_per_token(1) * 2.0,
+        TENSOR_PARALLEL,
     )
-    target = ModelFigures(target_info.parameters, plan.target_weights_gib * GIB, target_kv, TENSOR_PARALLEL)
     proposer: ProposerConfig | None = None
-    seqs = plan.max_concurrent_sequences_without_draft
-    if method is Method.DRAFT_MODEL:
-        seqs = plan.max_concurrent_sequences
-        with_draft = kv_bytes_per_token(plan.kv_cache_gib, seqs, MAX_MODEL_LEN)
+    if draft:
         figures = ModelFigures(
-            parameters=500_000_000,
-            weight_bytes=(plan.draft_weights_gib or 0.0) * GIB,
-            kv_bytes_per_token=with_draft - target_kv,
-            tensor_parallel_size=1,
+            parameters=DRAFT_SHAPE.parameters,
+            weight_bytes=DRAFT_SHAPE.parameters * 2.0,
+            kv_bytes_per_token=DRAFT_SHAPE.kv_elements_per_token(1) * 2.0,
+            tensor_parallel_size=DRAFT_TENSOR_PARALLEL,
         )
         # Same vocabulary, other family: Qwen weights imitating Llama.
-        pairing = Pairing(size_ratio=plan.size_ratio, same_family=False, same_tokenizer=True)
+        ratio = target_info.parameters / DRAFT_SHAPE.parameters
+        pairing = Pairing(size_ratio=ratio, same_family=False, same_tokenizer=True)
         proposer = ProposerConfig(Method.DRAFT_MODEL, DRAFT_K, figures, pairing)
     elif method is Method.NGRAM:
         proposer = ProposerConfig(Method.NGRAM, NGRAM_K)
     return EngineConfig(
         target=target,
         proposer=proposer,
-        kv_capacity_tokens=seqs * MAX_MODEL_LEN,
+        kv_capacity_tokens=memory.kv_tokens,
         max_num_seqs=MAX_NUM_SEQS,
         max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS,
         max_model_len=MAX_MODEL_LEN,
