@@ -17,11 +17,12 @@ from typing import Any
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
+from pydantic import ValidationError
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.retry import Retry
 
-from specops.api.v1alpha1 import parse_duration
+from specops.api.v1alpha1 import PolicySpec
 from specops.controller import metrics
 from specops.controller.reconciler import Reconciler
 from specops.metrics.observation import Key, build_observations
@@ -105,21 +106,18 @@ class Evaluator:
         self.tracked: dict[Key, Tracked] = {}
 
     def track(self, namespace: str, name: str, spec: dict[str, Any] | None) -> None:
-        # The raw spec: the CRD schema keeps its types, but nothing here may trust that.
-        policy = (spec or {}).get("policy")
-        policy = policy if isinstance(policy, dict) else {}
+        # The policy through its model (its defaults, its duration pattern); a policy the model
+        # refuses is evaluated with the defaults until fixed (its resource is refused by its checks
+        # and never switched, but its figures still show in status).
+        raw = (spec or {}).get("policy")
         try:
-            interval = parse_duration(policy.get("interval", "30s"))
-        except (TypeError, ValueError):
-            interval = 30.0
-        url = policy.get("prometheusUrl")
-        url = url if isinstance(url, str) and url else self.default_url
-        try:
-            # Only digits and a unit reach the queries; a resource whose window is not a valid
-            # range is refused by its checks and never evaluated.
-            window = promql_duration(policy.get("window", "5m"))
-        except (TypeError, ValueError):
-            window = "5m"
+            policy = PolicySpec.model_validate(raw if isinstance(raw, dict) else {})
+        except ValidationError:
+            policy = PolicySpec()
+        url = policy.prometheus_url or self.default_url
+        # Only digits and a unit reach the queries (the model's duration pattern, then promql's).
+        window = promql_duration(policy.window)
+        interval = policy.interval_seconds
         key = (namespace, name)
         last = self.tracked[key].last if key in self.tracked else 0.0
         self.tracked[key] = Tracked(url=url, window=window, interval=interval, last=last)
