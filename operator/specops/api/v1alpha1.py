@@ -499,6 +499,12 @@ class PolicySpec(_Model):
         default=5, ge=2, description="Metric errors in a row before onMetricsUnavailable=Baseline falls back."
     )
     cooldown: Duration = Field(default="10m", description="Time in Baseline before a probe may start.")
+    reference_max_age: Duration = Field(
+        default="6h",
+        description="Age after which recorded evidence stops counting: the baseline's latency (the "
+        "reference speculation is judged against while no baseline pool serves) and the load at which "
+        "speculation saturated (which holds probes off).",
+    )
     on_metrics_unavailable: OnMetricsUnavailable = Field(
         default=OnMetricsUnavailable.HOLD,
         description="Hold keeps the mode while Prometheus is unavailable; Baseline falls back.",
@@ -524,6 +530,10 @@ class PolicySpec(_Model):
     @property
     def cooldown_seconds(self) -> float:
         return parse_duration(self.cooldown)
+
+    @property
+    def reference_max_age_seconds(self) -> float:
+        return parse_duration(self.reference_max_age)
 
 
 class RolloutSpec(_Model):

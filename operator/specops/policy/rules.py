@@ -19,12 +19,12 @@ Hold rules come first in every mode: ``MetricsUnavailable`` (Error), ``NoSeries`
   reference (the same margin).
 
 The latency rules need a reference.  A baseline pool serving the same window is a true A/B
-comparison and applies at any acceptance; the baseline recorded during the last Baseline period (at
-a similar per-replica load, within a factor ``REFERENCE_LOAD_TOLERANCE``) is weaker evidence and
-applies only in the break-even band (minAcceptanceRate <= acceptance < breakEvenAcceptanceRate),
-as docs/domain.md, section 4 prescribes.  In that band with no usable reference SpecOps keeps
-speculating: starting a comparison would restart a pod, and the simulator shows that costs more
-than the regression it could find (docs/benchmarks.md, mixed-temperature).
+comparison.  Otherwise the baseline recorded during the last Baseline period or probe counts, at
+any acceptance, while it is fresh (younger than ``referenceMaxAge``) and was recorded at a similar
+load per replica (within a factor ``REFERENCE_LOAD_TOLERANCE``): good acceptance does not make a
+slow draft fast.  With no usable reference SpecOps keeps speculating: starting a comparison would
+restart a pod, and the simulator shows that costs more than the regression it could find
+(docs/benchmarks.md, mixed-temperature).
 """
 
 from __future__ import annotations
@@ -114,22 +114,34 @@ def fmt(x: float | None, unit: str = "") -> str:
     return "n/a" if not finite(x) else f"{x:.3g}{unit}"
 
 
-def usable_reference(ref: Reference | None, pool: PoolMetrics) -> Reference | None:
-    """A recorded reference counts only at a comparable load per replica."""
+def fresh(recorded_at: float | None, policy: PolicySpec, now: float) -> bool:
+    """Recorded evidence counts for ``referenceMaxAge``; older, what it measured may have changed.
+    A time not known (a status from before it was kept) counts as fresh."""
+    return recorded_at is None or now - recorded_at <= policy.reference_max_age_seconds
+
+
+def usable_reference(
+    ref: Reference | None, pool: PoolMetrics, policy: PolicySpec, now: float
+) -> Reference | None:
+    """A recorded reference counts only while fresh and at a comparable load per replica."""
     rate = pool.rate_per_replica
     if ref is None or not finite(rate) or rate is None or ref.rate_per_replica <= 0:
+        return None
+    if not fresh(ref.at, policy, now):
         return None
     ratio = rate / ref.rate_per_replica
     return ref if 1 / REFERENCE_LOAD_TOLERANCE <= ratio <= REFERENCE_LOAD_TOLERANCE else None
 
 
 def latency_reference(w: Window) -> Comparison | None:
-    """What the speculative pool's latency is judged against while speculating, if anything."""
+    """What the speculative pool's latency is judged against while speculating, if anything: the
+    baseline pool in the same window, else the recorded baseline while fresh and comparable (at
+    any acceptance: a draft can be slow despite good acceptance)."""
     if w.ab is not None:
         return Comparison(w.ab.tpot_p50, w.ab.tpot_p99, "the baseline pool")
-    if w.acceptance >= w.policy.break_even_acceptance_rate or w.spec is None:
+    if w.spec is None:
         return None
-    ref = usable_reference(w.state.reference, w.spec)
+    ref = usable_reference(w.state.reference, w.spec, w.policy, w.now)
     return Comparison(ref.tpot_p50, ref.tpot_p99, "the recorded baseline") if ref is not None else None
 
 
@@ -368,7 +380,7 @@ def probe_trial(w: Window) -> Assessment:
     before this one) and the recorded reference's P99 at a comparable load."""
     spec = w.spec
     assert spec is not None
-    ref = usable_reference(w.state.reference, spec)
+    ref = usable_reference(w.state.reference, spec, w.policy, w.now)
     p99 = spec.tpot_p99
     if (
         ref is not None
