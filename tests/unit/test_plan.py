@@ -167,3 +167,29 @@ def test_the_simulator_and_the_operator_execute_the_same_plan(resize_after: int)
     operator = _operator_splits(resize_after)
     assert operator[-1] == PoolSplit(0, 4)
     assert _simulator_splits(resize_after) == operator
+
+
+def test_switch_cost_is_estimated_until_a_switch_is_measured() -> None:
+    kube = _deployed(replicas=2)
+    cost = kube.body["status"]["switchCost"]
+    # 70B INT8 + 8B BF16 on 2 GPUs: 20 s drain + 15 s + 0.6 s/GiB x ~42 GiB per GPU + 10 s.
+    assert cost["source"] == "Estimate"
+    assert 60 < cost["secondsPerReplica"] < 90
+    assert cost["secondsPerReplica"] == cost["estimatedSecondsPerReplica"]
+    decided = "2026-01-01T00:00:00Z"
+    kube.write_status({"mode": "Baseline", "decisions": [
+        {"time": decided, "from": "Speculative", "to": "Baseline", "reason": "LoadSaturation", "message": "m"}]})  # fmt: skip
+    clock = iter(
+        ["2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z", "2026-01-01T00:02:30Z", "2026-01-01T00:03:00Z"]
+    )
+    reconciler = Reconciler(kube, clock=lambda: next(clock))
+    reconciler.reconcile("serving", "demo")  # (1, 1): not settled, nothing measured
+    assert kube.body["status"]["switchCost"]["samples"] == 0
+    reconciler.reconcile("serving", "demo")  # (0, 2): applied; its pods not read ready yet
+    reconciler.reconcile("serving", "demo")  # settled: two replicas moved in 150 s
+    cost = kube.body["status"]["switchCost"]
+    assert cost["source"] == "Measured" and cost["samples"] == 1
+    assert cost["lastSwitchSeconds"] == 150.0 and cost["lastReplicasMoved"] == 2
+    assert cost["secondsPerReplica"] == cost["measuredSecondsPerReplica"] == 75.0
+    reconciler.reconcile("serving", "demo")  # the same decision is measured once
+    assert kube.body["status"]["switchCost"]["samples"] == 1

@@ -736,32 +736,40 @@ class DerivedSpeculationTable(_StatusModel):
     derived_at: str | None = Field(default=None, description="When it was derived (RFC 3339).")
 
 
-class SpeculationTableRow(_StatusModel):
-    """One row of a derived k-by-batch-size table."""
-
-    min_batch_size: int = Field(description="Smallest running batch of the row.")
-    max_batch_size: int = Field(description="Largest running batch of the row (inclusive).")
-    num_speculative_tokens: int = Field(description="k in this range; 0: drafting off.")
-    expected_speedup_min: float = Field(
-        description="Lowest expected decode speedup in the range, against k = 0 at the same batch."
-    )
-    expected_speedup_max: float = Field(
-        description="Highest expected decode speedup in the range, against k = 0 at the same batch."
-    )
+class SwitchCostSource(StrEnum):
+    ESTIMATE = "Estimate"
+    MEASURED = "Measured"
 
 
-class DerivedSpeculationTable(_StatusModel):
-    """vLLM's k-by-batch-size table as derived from an acceptance profile and the step-cost model."""
+class SwitchCostStatus(_StatusModel):
+    """What moving one replica between the pools costs: drain, then start to Ready (a model load),
+    during which that replica serves nothing (with maxSurge 0).  Estimated from the model's size
+    until a switch has been measured (docs/operator.md, "Switch cost")."""
 
-    rows: list[SpeculationTableRow] = Field(default_factory=list, description="The table, by batch size.")
-    acceptance_per_position: list[float] = Field(
-        default_factory=list, description="Conditional acceptance at each draft position it came from."
+    source: SwitchCostSource = Field(description="Estimate (no switch measured yet) or Measured.")
+    seconds_per_replica: float = Field(
+        description="The figure decisions use: the measured mean, else the estimate."
     )
-    acceptance_source: str = Field(
-        description="Live (the speculative pool's per-position counters) or Default (the catalog's prior)."
+    estimated_seconds_per_replica: float = Field(
+        description="From the weights per GPU and documented defaults: drain + container start + "
+        "weight load + CUDA graph capture."
     )
-    context_tokens: int = Field(description="Mean context of a running sequence the step costs assume.")
-    derived_at: str | None = Field(default=None, description="When it was derived (RFC 3339).")
+    measured_seconds_per_replica: float | None = Field(
+        default=None, description="Running mean (weight 1/2 on the newest) of measured switches."
+    )
+    samples: int = Field(default=0, description="Switches measured.")
+    last_switch_seconds: float | None = Field(
+        default=None, description="The last switch, from its decision to every replica Ready."
+    )
+    last_replicas_moved: int | None = Field(default=None, description="Replicas the last switch moved.")
+    last_unavailable_replica_seconds: float | None = Field(
+        default=None,
+        description="Serving capacity the last switch cost: replica-seconds without a ready pod "
+        "(0 with a surge pod).",
+    )
+    measured_for: str | None = Field(
+        default=None, description="Time of the decision last measured (RFC 3339), so each is measured once."
+    )
 
 
 class SpeculativeInferenceStatus(_StatusModel):
@@ -777,6 +785,9 @@ class SpeculativeInferenceStatus(_StatusModel):
     pools: PoolsStatus | None = Field(default=None, description="Replicas per pool.")
     conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")
     budget: BudgetStatus | None = Field(default=None, description="Memory budget per replica.")
+    switch_cost: SwitchCostStatus | None = Field(
+        default=None, description="What a mode switch costs per replica, estimated then measured."
+    )
     observed: ObservedMetrics | None = Field(default=None, description="Latest observed metrics.")
     verdict: str | None = Field(default=None, description="Latest verdict: Healthy, Breach, NoData or Error.")
     counters: Counters | None = Field(default=None, description="Hysteresis counters.")
@@ -790,11 +801,8 @@ class SpeculativeInferenceStatus(_StatusModel):
     )
     verdict_reason: str | None = Field(default=None, description="Reason of the latest verdict.")
     verdict_message: str | None = Field(default=None, description="Evidence of the latest verdict.")
-    decisions: list[DecisionRecord] = Field(default_factory=list, description="Last 20 decisions, newest last.")
-    derived_speculation_table: DerivedSpeculationTable | None = Field(
-        default=None,
-        description="vLLM's k-by-batch-size table derived from the speculative pool's acceptance "
-        "(spec.speculation.tokensPerBatchSizeMode Auto), with the data it came from.",
+    decisions: list[DecisionRecord] = Field(
+        default_factory=list, description="Last 20 decisions, newest last."
     )
     derived_speculation_table: DerivedSpeculationTable | None = Field(
         default=None,

@@ -30,6 +30,8 @@ from specops.api.v1alpha1 import (
     ServingMode,
     SpeculativeInference,
     SpeculativeInferenceStatus,
+    SwitchCostSource,
+    SwitchCostStatus,
 )
 from specops.checks.validation import CheckReport
 from specops.plan.rollout import PoolState
@@ -383,3 +385,86 @@ def keep_figures_fresh_enough(
     if state_changed or now - written_at >= refresh:
         return new
     return new.model_copy(update={f: getattr(old, f) for f in FIGURE_FIELDS if getattr(old, f) is not None})
+
+
+# ---------------------------------------------------------------------------------- switch cost
+
+# Start to Ready of a vLLM pod, before any switch was measured: a fixed part (container start,
+# Python and torch imports, engine set-up), the weights read per GPU, and per further GPU of
+# tensor parallelism (NCCL set-up, one compile per rank).  Fitted to vLLM's published cold starts
+# (docs/domain.md, "switching": 47 s for a 30B model on one GPU, 97-98 s for a 235B FP8 model on
+# four); within about 20% of both, and replaced by measurements after the first switch.
+START_FIXED_SECONDS = 15.0
+START_SECONDS_PER_GIB_PER_GPU = 0.6
+START_SECONDS_PER_EXTRA_GPU = 10.0
+# Draining: in-flight requests finish (a chat request's tail), bounded by the grace period.
+DRAIN_ESTIMATE_SECONDS = 20.0
+# Weight of the newest measurement in the running mean.
+SWITCH_COST_SMOOTHING = 0.5
+
+
+def estimated_switch_seconds(si: SpeculativeInference, report: CheckReport) -> float:
+    """Drain + start to Ready of one replica, from the model's size (documented defaults)."""
+    gpus = max(1, si.spec.resources.gpus_per_replica)
+    weights = (report.budget.target_weights_gib or 0.0) + (report.budget.draft_weights_gib or 0.0)
+    start = START_FIXED_SECONDS + START_SECONDS_PER_GIB_PER_GPU * weights / gpus
+    start += START_SECONDS_PER_EXTRA_GPU * (gpus - 1)
+    return round(DRAIN_ESTIMATE_SECONDS + start, 1)
+
+
+def replicas_moved(from_mode: ServingMode, to_mode: ServingMode, replicas: int, probe: int) -> int:
+    """How many replicas a switch between two modes moves between the pools (``probe``: the
+    speculative replicas of a probe)."""
+    if ServingMode.PROBING not in (from_mode, to_mode):
+        return replicas
+    other = to_mode if from_mode == ServingMode.PROBING else from_mode
+    return probe if other == ServingMode.BASELINE else max(1, replicas - probe)
+
+
+def switch_cost(
+    si: SpeculativeInference,
+    report: CheckReport,
+    probe_speculative: int,
+    settled: bool,
+    now: str,
+) -> SwitchCostStatus:
+    """The switch cost to store: the estimate, and the last switch measured once it settled
+    (``settled``: the pools are at the target split with every replica ready)."""
+    old = si.status.switch_cost if si.status is not None else None
+    estimate = estimated_switch_seconds(si, report)
+    cost = (
+        old.model_copy(update={"estimated_seconds_per_replica": estimate})
+        if old is not None
+        else SwitchCostStatus(
+            source=SwitchCostSource.ESTIMATE,
+            seconds_per_replica=estimate,
+            estimated_seconds_per_replica=estimate,
+        )
+    )
+    decisions = si.status.decisions if si.status is not None else []
+    last = decisions[-1] if decisions else None
+    if last is not None and settled and cost.measured_for != last.time and last.from_mode != last.to_mode:
+        seconds = max(0.0, epoch(now) - epoch(last.time))
+        moved = replicas_moved(last.from_mode, last.to_mode, si.spec.replicas, probe_speculative)
+        per_replica = seconds / moved
+        mean = cost.measured_seconds_per_replica
+        mean = per_replica if mean is None else mean + SWITCH_COST_SMOOTHING * (per_replica - mean)
+        surge = si.spec.rollout.max_surge > 0
+        cost = cost.model_copy(
+            update={
+                "measured_seconds_per_replica": round(mean, 1),
+                "samples": cost.samples + 1,
+                "last_switch_seconds": round(seconds, 1),
+                "last_replicas_moved": moved,
+                "last_unavailable_replica_seconds": 0.0 if surge else round(seconds, 1),
+                "measured_for": last.time,
+            }
+        )
+    if cost.measured_seconds_per_replica is not None:
+        return cost.model_copy(
+            update={
+                "source": SwitchCostSource.MEASURED,
+                "seconds_per_replica": cost.measured_seconds_per_replica,
+            }
+        )
+    return cost.model_copy(update={"source": SwitchCostSource.ESTIMATE, "seconds_per_replica": estimate})
