@@ -5,21 +5,27 @@ clears or resets."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
-from specops.api.v1alpha1 import PolicySpec
-from specops.policy.decide import assess, decide
+from specops.api.v1alpha1 import PolicySpec, ServingMode, SpeculativeInference, SpeculativeInferenceSpec
+from specops.policy.decide import assess, decide, policy_fingerprint, reset_for_new_spec
 from specops.policy.state import PolicyState, Reason, Verdict
 from tests.support.policy_states import (
+    FELL_BACK,
     NOW,
     POLICY,
     PROBE_WON,
+    PROBING,
     REFERENCE,
     SPECULATING,
+    baseline_only,
+    probing,
     speculating,
     status_state,
 )
+from tests.support.resources import make_doc
 
 HOUR = 3600.0
 
@@ -84,3 +90,84 @@ def test_a_new_resource_without_a_reference_keeps_speculating() -> None:
     assert assess(POLICY, new, speculating(acceptance=0.8, tpot_p99=0.09), NOW).reason == Reason.HEALTHY
     assert REFERENCE["recordedAt"]  # the shared states do carry one
 
+
+# ------------------------------------------------ defect 6: evidence that expires or resets
+
+
+def saturated_baseline(saturated_ago: float) -> PolicyState:
+    """In Baseline an hour after a LoadSaturation fallback at 6 req/s per replica."""
+    state = status_state("Baseline", decisions=FELL_BACK, saturationRequestsPerReplica=6.0)
+    return replace(state, mode_since=NOW - HOUR, saturation_at=NOW - saturated_ago)
+
+
+def test_the_saturation_load_stops_holding_probes_off_once_stale() -> None:
+    busy = baseline_only(request_rate=10.0)  # 5 req/s per replica: at 83% of the saturation load
+    d = decide(POLICY, saturated_baseline(HOUR), busy, NOW)
+    assert d.transition is None  # recent: no probe at that load
+    d = decide(POLICY, saturated_baseline(6 * HOUR + 60), busy, NOW)
+    assert d.transition is not None and d.transition.reason == Reason.PROBE_STARTED
+
+
+def test_a_won_probe_clears_the_saturation_load() -> None:
+    state = replace(PROBING, mode_since=NOW - 400, saturation_rate=6.0, saturation_at=NOW - 900)
+    for i in range(3):
+        d = decide(POLICY, state, probing(tpot_p99=0.02), NOW + 30 * i)
+        state = d.state
+    assert state.mode == ServingMode.SPECULATIVE
+    assert (state.saturation_rate, state.saturation_at) == (None, None)
+
+
+def test_a_fallback_records_when_speculation_saturated() -> None:
+    saturated = speculating(waiting=12.0, request_rate=12.0)  # 6 req/s per replica, queueing
+    state = recorded(60)
+    for i in range(3):
+        state = decide(POLICY, state, saturated, NOW + 30 * i).state
+    assert state.mode == ServingMode.BASELINE
+    assert (state.saturation_rate, state.saturation_at) == (6.0, NOW + 60)
+
+
+def spec(**patch: Any) -> SpeculativeInferenceSpec:
+    return SpeculativeInference.model_validate(make_doc(**patch)).spec
+
+
+def test_the_fingerprint_follows_what_the_evidence_depends_on() -> None:
+    base = policy_fingerprint(spec())
+    assert base == policy_fingerprint(spec())
+    # What speculation's and the baseline's latency depend on changes it...
+    changes: list[dict[str, Any]] = [
+        {"speculation": {"numSpeculativeTokens": 3}},
+        {"speculation": {"draft": {"model": "meta-llama/Llama-3.2-1B-Instruct"}}},
+        {"vllm": {"version": "0.31.0"}},
+        {"vllm": {"image": "vllm/vllm-openai:v0.31.0"}},
+        {"target": {"maxModelLen": 4096}},
+        {"resources": {"gpuType": "H200-141GB"}},
+    ]
+    for change in changes:
+        assert policy_fingerprint(spec(**change)) != base, change
+    # ...how many replicas, and the policy's own settings, do not.
+    for change in ({"replicas": 4}, {"policy": {"cooldown": "20m"}}, {"podLabels": {"team": "a"}}):
+        assert policy_fingerprint(spec(**change)) == base, change
+
+
+def test_a_new_spec_resets_the_evidence_recorded_under_the_old_one() -> None:
+    old = replace(
+        saturated_baseline(HOUR),
+        reference=SPECULATING.reference,
+        lost_probes=2,
+        breaches=1,
+        spec_fingerprint="old-draft",
+    )
+    busy = baseline_only(request_rate=10.0)  # 5 req/s per replica: near the old saturation load
+    d = decide(POLICY, old, busy, NOW, fingerprint="new-draft")
+    s = d.state
+    assert s.spec_fingerprint == "new-draft"
+    assert (s.saturation_rate, s.saturation_at, s.lost_probes) == (None, None, 0)
+    # The reference is recorded afresh from this very window (the baseline pool serves).
+    assert s.reference is not None and s.reference.at == NOW and s.reference.rate_per_replica == 5.0
+    assert s.mode == ServingMode.PROBING  # no longer held off by the old draft's saturation load
+    assert reset_for_new_spec(old, "x").history == old.history  # the record of decisions stays
+    # The same spec changes nothing; a state from before fingerprints were kept adopts it.
+    assert decide(POLICY, old, busy, NOW, fingerprint="old-draft").transition is None
+    adopted = decide(POLICY, replace(old, spec_fingerprint=None), busy, NOW, fingerprint="new-draft")
+    assert adopted.transition is None and adopted.state.saturation_rate == 6.0
+    assert adopted.state.spec_fingerprint == "new-draft"

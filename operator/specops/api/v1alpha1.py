@@ -797,7 +797,17 @@ class SpeculativeInferenceStatus(_StatusModel):
     saturation_requests_per_replica: float | None = Field(
         default=None,
         description="Requests/s per replica at which the speculative pool last saturated; probes wait "
-        "until the load is below 80% of it.",
+        "until the load is below 80% of it. Cleared by a won probe; ignored once older than "
+        "policy.referenceMaxAge.",
+    )
+    saturation_recorded_at: str | None = Field(
+        default=None, description="When saturationRequestsPerReplica was recorded (RFC 3339)."
+    )
+    spec_fingerprint: str | None = Field(
+        default=None,
+        description="Digest of the spec fields the recorded evidence depends on (vLLM, target, "
+        "speculation, GPUs); when the spec's differs, the reference, the saturation load and the "
+        "probe backoff are dropped.",
     )
     verdict_reason: str | None = Field(default=None, description="Reason of the latest verdict.")
     verdict_message: str | None = Field(default=None, description="Evidence of the latest verdict.")

@@ -48,6 +48,7 @@ from specops.api.v1alpha1 import (
 from specops.policy.rules import (
     REFERENCE_LOAD_TOLERANCE,
     assess,
+    fresh,
     has_traffic,
     queued_per_replica,
     settling,
@@ -66,6 +67,8 @@ from specops.policy.state import (
     Transition,
     Verdict,
     finite,
+    policy_fingerprint,
+    reset_for_new_spec,
 )
 
 # After speculation saturated at some load per replica, probes wait until the load is below this
@@ -104,7 +107,9 @@ __all__ = [
     "assess",
     "decide",
     "metrics_condition",
+    "policy_fingerprint",
     "probe_cooldown",
+    "reset_for_new_spec",
     "usable_reference",
 ]
 
@@ -113,9 +118,13 @@ Step = Callable[
 ]
 
 
-def decide(policy: PolicySpec, state: PolicyState, obs: Observation, now: float) -> PolicyDecision:
+def decide(
+    policy: PolicySpec, state: PolicyState, obs: Observation, now: float, fingerprint: str | None = None
+) -> PolicyDecision:
     """The next policy state.  Pure: the same inputs give the same decision, before or after a
-    restart of the operator."""
+    restart of the operator.  ``fingerprint`` is ``policy_fingerprint(spec)`` of the spec now: when
+    it differs from the one the state was recorded under, the recorded evidence is dropped first."""
+    state = _under_spec(state, fingerprint)
     assessment = assess(policy, state, obs, now)
     metrics = metrics_condition(assessment)
     pin = pinned_mode(policy.mode)
@@ -131,6 +140,15 @@ def decide(policy: PolicySpec, state: PolicyState, obs: Observation, now: float)
         state = _record_reference(state, obs.baseline, policy, now)
     state, transition = STEPS[state.mode](policy, state, assessment, obs, now)
     return PolicyDecision(state, assessment, transition, metrics)
+
+
+def _under_spec(state: PolicyState, fingerprint: str | None) -> PolicyState:
+    """Reset the evidence of another spec; a state from before fingerprints were kept adopts it."""
+    if fingerprint is None or state.spec_fingerprint == fingerprint:
+        return state
+    if state.spec_fingerprint is None:
+        return replace(state, spec_fingerprint=fingerprint)
+    return reset_for_new_spec(state, fingerprint)
 
 
 def metrics_condition(assessment: Assessment) -> MetricsCondition:
@@ -239,7 +257,11 @@ def _may_probe(policy: PolicySpec, state: PolicyState, base: PoolMetrics | None,
     rate = base.rate_per_replica if base is not None else None
     if not finite(rate) or rate is None:
         return False
-    busy = state.saturation_rate is not None and rate >= PROBE_LOAD_MARGIN * state.saturation_rate
+    busy = (
+        state.saturation_rate is not None
+        and fresh(state.saturation_at, policy, now)
+        and rate >= PROBE_LOAD_MARGIN * state.saturation_rate
+    )
     # A probe replica that cannot complete probe.minRequests in a window would only end
     # inconclusive, after a pod restart each way.
     thin = rate * policy.window_seconds < policy.probe.min_requests
@@ -265,6 +287,9 @@ def _count_probe_window(
         state = replace(state, recoveries=state.recoveries + 1, breaches=0)
         if state.recoveries < policy.consecutive_recoveries:
             return state, None
+        # Speculation serves this load again: the saturation load recorded before is superseded
+        # (the next saturation records its own).
+        state = replace(state, saturation_rate=None, saturation_at=None)
         return _switch(
             state,
             ServingMode.SPECULATIVE,
@@ -284,7 +309,7 @@ def _count_probe_window(
         now,
         lost_probes=state.lost_probes + 1,
     )
-    return _record_saturation(state, obs.speculative, policy), transition
+    return _record_saturation(state, obs.speculative, policy, now), transition
 
 
 def _probe_deadline(
@@ -337,7 +362,7 @@ def _in_speculative(
         now,
         lost_probes=0,
     )
-    return _record_saturation(state, obs.speculative, policy), transition
+    return _record_saturation(state, obs.speculative, policy, now), transition
 
 
 STEPS: dict[ServingMode, Step] = {
@@ -391,7 +416,9 @@ def _record_reference(
     return replace(state, reference=Reference(base.tpot_p50, base.tpot_p99, rate, now))
 
 
-def _record_saturation(state: PolicyState, spec: PoolMetrics | None, policy: PolicySpec) -> PolicyState:
+def _record_saturation(
+    state: PolicyState, spec: PoolMetrics | None, policy: PolicySpec, now: float
+) -> PolicyState:
     """Remember the load per replica at which the speculative pool queued (when it did)."""
     if spec is None or queued_per_replica(policy, spec) is None:
         return state
@@ -400,4 +427,4 @@ def _record_saturation(state: PolicyState, spec: PoolMetrics | None, policy: Pol
         return state
     if rate * policy.window_seconds < MIN_SATURATION_COMPLETIONS:
         return state
-    return replace(state, saturation_rate=rate)
+    return replace(state, saturation_rate=rate, saturation_at=now)

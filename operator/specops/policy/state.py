@@ -6,12 +6,14 @@ Everything here is a frozen value.  The rules (``rules.py``) read these types an
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from specops.api.v1alpha1 import ConditionStatus, ServingMode
+from specops.api.v1alpha1 import ConditionStatus, ServingMode, SpeculativeInferenceSpec
 
 # How many decisions status keeps (newest last).
 HISTORY_LIMIT = 20
@@ -150,14 +152,51 @@ class PolicyState:
     recoveries: int = 0
     errors: int = 0
     reference: Reference | None = None
-    # Requests/s per replica at which the speculative pool last saturated (None: never seen).
+    # Requests/s per replica at which the speculative pool last saturated (None: never seen), and
+    # when (None: not known, a status written before the time was kept).
     saturation_rate: float | None = None
     lost_probes: int = 0  # probes lost in a row since the last fallback
     history: tuple[Transition, ...] = field(default_factory=tuple)
+    saturation_at: float | None = None
+    # policy_fingerprint() of the spec the evidence above was recorded under (None: not known).
+    spec_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         # A mode read back from status is a plain string; keep the enum member.
         object.__setattr__(self, "mode", ServingMode(self.mode))
+
+
+def policy_fingerprint(spec: SpeculativeInferenceSpec) -> str:
+    """A digest of the spec fields the recorded evidence depends on: the server (image, version,
+    arguments, environment), the target, the speculation (method, draft, k) and the GPUs.  Not the
+    replica count, the policy, the rollout or the pods' labels: those change no latency."""
+    relevant = {
+        "vllm": spec.vllm.model_dump(mode="json", exclude={"port", "served_model_name", "startup_timeout"}),
+        "target": spec.target.model_dump(mode="json"),
+        "speculation": spec.speculation.model_dump(mode="json"),
+        "gpus": spec.resources.model_dump(
+            mode="json",
+            include={"gpus_per_replica", "gpu_type", "gpu_memory_gib", "gpu_memory_utilization"},
+        ),
+    }
+    text = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def reset_for_new_spec(state: PolicyState, fingerprint: str) -> PolicyState:
+    """The state once the spec changed what the evidence measured (another draft, k, vLLM version,
+    target or GPU): the baseline reference, the saturation load, the lost-probe backoff and the
+    counts go; the mode, its start and the history of decisions stay."""
+    return replace(
+        state,
+        breaches=0,
+        recoveries=0,
+        reference=None,
+        saturation_rate=None,
+        saturation_at=None,
+        lost_probes=0,
+        spec_fingerprint=fingerprint,
+    )
 
 
 @dataclass(frozen=True, slots=True)
