@@ -12,18 +12,15 @@ Baseline again without a switch.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
-import yaml
 
-from specops.api.v1alpha1 import PolicySpec, SpeculativeInference, SpeculativeInferenceSpec
+from specops.api.v1alpha1 import PolicySpec, SpeculativeInferenceSpec
 from specops_testkit.emulator.calibration import demo_acceptance
 from specops_testkit.sim.suite import SPECOPS, run_scenario
 from specops_testkit.testbed.scenario import Scenario
+from tests.support.resources import load_scenario_resource
 
-ROOT = Path(__file__).resolve().parents[2]
-CHAT = ROOT / "scenarios" / "resources" / "chat-llama70b.yaml"
 THRESHOLD = 0.5
 NOISE = 0.05
 HOUR = 3600.0
@@ -61,7 +58,7 @@ def noisy(shape: str, seed: int = 8) -> Scenario:
 
 
 def spec(profile: str) -> SpeculativeInferenceSpec:
-    s = SpeculativeInference.model_validate(yaml.safe_load(CHAT.read_text())).spec
+    s = load_scenario_resource("chat-llama70b.yaml").spec
     if profile == "defaults":
         s = s.model_copy(update={"policy": PolicySpec()})
     return s

@@ -10,7 +10,7 @@ import yaml
 
 from specops.api.v1alpha1 import SpeculativeInference
 from specops.checks.validation import load_resource
-from tests.support.paths import EXAMPLES
+from tests.support.paths import EXAMPLES, SCENARIO_RESOURCES
 
 DEFAULT_EXAMPLE = "llama70b-int8-h100.yaml"
 
@@ -70,6 +70,11 @@ def example_doc(name: str = DEFAULT_EXAMPLE, namespace: str | None = None) -> di
 def load_example(name: str = DEFAULT_EXAMPLE) -> SpeculativeInference:
     """A shipped example, validated (a ResourceError naming each bad field if it does not load)."""
     return load_resource(example_doc(name))
+
+
+def load_scenario_resource(name: str) -> SpeculativeInference:
+    """A resource the scenarios run (scenarios/resources), validated."""
+    return load_resource(yaml.safe_load((SCENARIO_RESOURCES / name).read_text()))
 
 
 def as_stored(

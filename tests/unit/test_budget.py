@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from specops.api.catalog import GIB, MODELS
 from specops.api.v1alpha1 import SpeculativeInferenceSpec
 from specops.vllm.budget import plan_budget
-from tests.conftest import make_si
+from tests.support.resources import make_si
 
 GB = 1e9
 
@@ -313,3 +313,17 @@ def test_draft_never_adds_kv_cache(
         assert plan.max_concurrent_sequences >= 1
     # Whatever the verdict, an error always names a field under spec.
     assert all(f.field.startswith("spec.") for f in plan.findings)
+
+
+def test_kv_cache_per_token_follows_how_vllm_splits_it_over_gpus() -> None:
+    """Heads split over tensor-parallel GPUs but never below one per GPU; DeepSeek's latent cache
+    is held whole on every GPU (the emulator's independent memory model found both over-counted)."""
+    from specops.vllm.budget import resolve_model
+
+    llama8b = resolve_model("meta-llama/Llama-3.1-8B-Instruct", None, None, None)  # 8 KV heads
+    per_gpu = llama8b.kv_elements_per_token_on(1)
+    assert per_gpu == llama8b.kv_elements_per_token
+    assert llama8b.kv_elements_per_token_on(8) == per_gpu  # split evenly: the replica holds it once
+    assert llama8b.kv_elements_per_token_on(16) == 2 * per_gpu  # one head per GPU, replicated
+    v3 = resolve_model("deepseek-ai/DeepSeek-V3", None, None, None)
+    assert v3.kv_elements_per_token_on(8) == 8 * v3.kv_elements_per_token  # latent: on every GPU

@@ -11,7 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from specops.cli import app
-from tests.conftest import EXAMPLES, make_doc
+from tests.support.paths import CRD_SOURCE, EXAMPLES
+from tests.support.resources import make_doc
 
 runner = CliRunner()
 CONTRACT_KEYS = {
@@ -166,8 +167,7 @@ def test_multi_document_files(tmp_path: Path) -> None:
 def test_crd_command_prints_the_checked_in_crd() -> None:
     result = runner.invoke(app, ["crd"])
     assert result.exit_code == 0
-    crd_file = EXAMPLES.parents[1] / "crds" / "specops.dev_speculativeinferences.yaml"
-    assert result.stdout == crd_file.read_text()
+    assert result.stdout == CRD_SOURCE.read_text()
 
 
 def test_console_script_is_installed() -> None:

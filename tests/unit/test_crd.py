@@ -7,9 +7,7 @@ import yaml
 
 from specops.api.crd import build_crd
 from specops.cli import dump_yaml
-from tests.conftest import ROOT
-
-CRD_FILE = ROOT / "crds" / "specops.dev_speculativeinferences.yaml"
+from tests.support.paths import CRD_SOURCE, ROOT
 
 
 def walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -30,9 +28,9 @@ def schema() -> dict[str, Any]:
 
 def test_checked_in_crd_matches_the_models() -> None:
     # Byte for byte: the file is the generator's output, not merely equivalent YAML.
-    assert yaml.safe_load(Path(CRD_FILE).read_text()) == build_crd()
-    assert Path(CRD_FILE).read_text() == dump_yaml(build_crd()), (
-        "crds/ drifted from the models: run `specops crd > " + str(CRD_FILE.relative_to(ROOT)) + "`"
+    assert yaml.safe_load(Path(CRD_SOURCE).read_text()) == build_crd()
+    assert Path(CRD_SOURCE).read_text() == dump_yaml(build_crd()), (
+        "crds/ drifted from the models: run `specops crd > " + str(CRD_SOURCE.relative_to(ROOT)) + "`"
     )
 
 

@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from specops.api.v1alpha1 import Method, Quantization, SpeculativeInference
-from specops.checks.validation import load_resource
+from specops.api.v1alpha1 import Method, Quantization
 from specops.render.manifests import Pool, vllm_args
 from specops.vllm.dialect import Dialect, parse_version
 from specops_testkit.emulator.args import (
@@ -28,14 +26,11 @@ from specops_testkit.emulator.args import (
     parse_args,
     uses_v0_engine,
 )
+from tests.support.paths import EXAMPLES
+from tests.support.resources import load_example
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 V = parse_version
 BASE = ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--port", "8000", "--max-model-len", "8192"]
-
-
-def _example(path: Path) -> SpeculativeInference:
-    return load_resource(yaml.safe_load(path.read_text()))
 
 
 def _spec_config(**cfg: object) -> list[str]:
@@ -45,7 +40,7 @@ def _spec_config(**cfg: object) -> list[str]:
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 @pytest.mark.parametrize("pool", list(Pool))
 def test_rendered_args_of_every_example_parse(path: Path, pool: Pool) -> None:
-    si = _example(path)
+    si = load_example(path.name)
     version = V(si.spec.vllm.version)
     args = parse_args(vllm_args(si.spec, pool), version)
     assert args.model == si.spec.target.model
@@ -66,7 +61,7 @@ def test_rendered_args_of_every_example_parse(path: Path, pool: Pool) -> None:
 )
 @pytest.mark.parametrize("pool", list(Pool))
 def test_valid_examples_start_with_their_memory_figures(path: Path, pool: Pool) -> None:
-    si = _example(path)
+    si = load_example(path.name)
     spec = si.spec
     version = V(spec.vllm.version)
     memory = 48.0 if spec.resources.gpu_type == "L40S-48GB" else 80.0
@@ -86,7 +81,7 @@ def test_valid_examples_start_with_their_memory_figures(path: Path, pool: Pool) 
 
 
 def test_legacy_dialect_is_read_from_legacy_flags() -> None:
-    si = _example(EXAMPLES / "legacy-vllm-0.6.yaml")
+    si = load_example("legacy-vllm-0.6.yaml")
     args = parse_args(vllm_args(si.spec, Pool.SPECULATIVE), V("0.6.6"))
     assert args.speculative is not None
     assert args.speculative.dialect is Dialect.LEGACY

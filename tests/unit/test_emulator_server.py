@@ -5,32 +5,29 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
-import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from specops.checks.validation import load_resource
 from specops.render.manifests import Pool, vllm_args
 from specops.vllm.dialect import parse_version
 from specops_testkit.emulator.args import ServingConfig, derive_config, parse_args
 from specops_testkit.emulator.metrics import E2E_BUCKETS_SHORT, ITL_BUCKETS, MetricSet
 from specops_testkit.emulator.perf import PromptKind, acceptance, per_position_alpha
 from specops_testkit.emulator.server import Emulator, ServerSettings
+from tests.support.resources import load_example
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 FAST = ServerSettings(time_scale=200.0, load_seconds=0.3, seed=11)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def example_config(name: str, pool: Pool) -> ServingConfig:
-    spec = load_resource(yaml.safe_load((EXAMPLES / name).read_text())).spec
+    spec = load_example(name).spec
     version = parse_version(spec.vllm.version)
     return derive_config(
         parse_args(vllm_args(spec, pool), version), version, 80.0, spec.target.quantization.value

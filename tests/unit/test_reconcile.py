@@ -21,7 +21,7 @@ from specops.plan.status import (
     with_condition,
 )
 from specops.render.manifests import Pool, PoolSplit, render_all
-from tests.conftest import make_doc, make_si
+from tests.support.resources import make_doc, make_si
 
 SPECULATIVE, BASELINE, PROBING = ServingMode.SPECULATIVE, ServingMode.BASELINE, ServingMode.PROBING
 

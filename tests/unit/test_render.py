@@ -20,7 +20,7 @@ from specops.render.manifests import (
     vllm_args,
 )
 from specops.vllm.dialect import CONFIG_KEY_GATES, LEGACY_FLAG_GATES, parse_version
-from tests.conftest import load_example, make_si
+from tests.support.resources import load_example, make_si
 
 
 def arg_value(args: list[str], flag: str) -> str | None:

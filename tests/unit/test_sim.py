@@ -6,20 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
-from specops.api.v1alpha1 import SpeculativeInference, SpeculativeInferenceSpec
+from specops.api.v1alpha1 import SpeculativeInferenceSpec
 from specops.policy.decide import BASELINE, PROBING, SPECULATIVE
 from specops_testkit.sim.fleet import histogram_quantile, simulate
 from specops_testkit.sim.suite import ALWAYS, NEVER, ORACLE, SPECOPS, run_scenario
 from specops_testkit.testbed.scenario import Scenario, arrivals, load_scenario
-
-ROOT = Path(__file__).resolve().parents[2]
-CHAT = ROOT / "scenarios" / "resources" / "chat-llama70b.yaml"
+from tests.support.paths import SCENARIOS
+from tests.support.resources import load_scenario_resource
 
 
 def chat_spec() -> SpeculativeInferenceSpec:
-    return SpeculativeInference.model_validate(yaml.safe_load(CHAT.read_text())).spec
+    return load_scenario_resource("chat-llama70b.yaml").spec
 
 
 @pytest.mark.parametrize(
@@ -117,7 +115,7 @@ def test_switch_count_ignores_probes() -> None:
     assert result.probes == modes.count(PROBING)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.name)
 def test_scenario_files_load(path: Path) -> None:
     scenario = load_scenario(path)
     assert scenario.seconds > 0
@@ -131,7 +129,7 @@ def test_simulate_command_writes_table_and_plots(tmp_path: Path) -> None:
 
     from specops.cli import app
 
-    files = [str(ROOT / "scenarios" / n) for n in ("temperature-shift.yaml", "ngram-summarization.yaml")]
+    files = [str(SCENARIOS / n) for n in ("temperature-shift.yaml", "ngram-summarization.yaml")]
     result = CliRunner().invoke(app, ["simulate", *files, "--scale", "0.05", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = (tmp_path / "simulation.md").read_text()

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from specops.checks.validation import ResourceError, check_resource, load_resource
-from tests.conftest import deep_merge, make_doc, make_si
+from tests.support.resources import deep_merge, make_doc, make_si
 
 
 def fields_of(exc: ResourceError) -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 from specops.checks.validation import check_resource
 from specops.render.manifests import Pool, vllm_args
 from specops.vllm.dialect import parse_version
-from tests.conftest import make_si
+from tests.support.resources import make_si
 
 vllm = pytest.importorskip("vllm", reason="real vLLM not installed (optional extra 'vllm')")
 pytestmark = pytest.mark.vllm

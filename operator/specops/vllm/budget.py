@@ -71,6 +71,24 @@ class ResolvedModel:
     tokenizer: str | None
     kv_elements_per_token: int | None
     info: ModelInfo | None
+    # The shape, where known: how the KV cache splits over tensor-parallel GPUs depends on it.
+    layers: int | None = None
+    kv_heads: int | None = None
+    head_dim: int | None = None
+    latent_per_layer: int | None = None  # DeepSeek's latent cache: one vector per layer, not split
+
+    def kv_elements_per_token_on(self, tensor_parallel_size: int) -> int | None:
+        """KV cache elements one token takes over ``tensor_parallel_size`` GPUs, as vLLM stores it:
+        heads split over the GPUs but never below one per GPU (fewer KV heads than GPUs are
+        replicated), and a latent cache held whole on every GPU (docs/domain.md#memory)."""
+        tp = max(1, tensor_parallel_size)
+        if self.layers is None:
+            return self.kv_elements_per_token
+        if self.latent_per_layer is not None:
+            return tp * self.layers * self.latent_per_layer
+        if self.kv_heads is None or self.head_dim is None:
+            return self.kv_elements_per_token
+        return tp * self.layers * 2 * max(1, self.kv_heads // tp) * self.head_dim
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +125,24 @@ def resolve_model(
         params = info.parameters
     if architecture is not None:
         kv: int | None = architecture.layers * 2 * architecture.kv_heads * architecture.head_dim
+        shape: tuple[int | None, int | None, int | None, int | None] = (
+            architecture.layers, architecture.kv_heads, architecture.head_dim, None,
+        )  # fmt: skip
     else:
         kv = info.kv_elements_per_token if info else None
+        shape = (
+            (info.layers, info.kv_heads, info.head_dim, info.kv_elements_per_layer) if info else (None,) * 4
+        )
     return ResolvedModel(
         name=name,
         parameters=params,
         tokenizer=tokenizer or (info.tokenizer if info else None),
         kv_elements_per_token=kv,
         info=info,
+        layers=shape[0],
+        kv_heads=shape[1],
+        head_dim=shape[2],
+        latent_per_layer=shape[3],
     )
 
 
@@ -370,10 +398,10 @@ def plan_budget(spec: SpeculativeInferenceSpec) -> BudgetPlan:
                 )
             )
 
-        kv_elems_t = target.kv_elements_per_token
+        kv_elems_t = target.kv_elements_per_token_on(used_gpus)
         draft_kv_elems = 0
         if draft is not None and spec_cfg.method is not Method.MEDUSA:
-            draft_kv_elems = draft.kv_elements_per_token or 0
+            draft_kv_elems = draft.kv_elements_per_token_on(min(draft_tp, used_gpus)) or 0
         if kv_elems_t is not None:
             per_seq_without = kv_elems_t * kv_dtype_bytes * max_len
             per_seq_with = (kv_elems_t + draft_kv_elems) * kv_dtype_bytes * max_len
