@@ -37,6 +37,8 @@ from specops.api.v1alpha1 import (
 )
 from specops.vllm.step_cost import DEFAULT_CONTEXT_TOKENS, StepCostModel, step_cost_model
 
+# The --speculative-config key (vLLM >= 0.24; its gate is in vllm/dialect.py).
+VLLM_TABLE_KEY = "num_speculative_tokens_per_batch_size"
 # Largest running batch the table covers; vLLM gives larger batches the last row's k.
 DEFAULT_MAX_BATCH_SIZE = 1024
 
@@ -145,6 +147,11 @@ class SpeculationTable:
     @property
     def drafts(self) -> bool:
         return any(r.num_speculative_tokens > 0 for r in self.rows)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[int]]) -> SpeculationTable:
+        """A table read back from ``[start_bs, end_bs, k]`` rows (no acceptance or speedups)."""
+        return cls(tuple(TableRow(lo, hi, k, 1.0, 1.0) for lo, hi, k in rows), (), ())
 
 
 # Drafting must beat a plain step by this much to be switched on: the step model's error and the
@@ -361,3 +368,21 @@ def status_table(
         return None
     source = AcceptanceSource.LIVE if live else AcceptanceSource.DEFAULT
     return derived_table_status(table, source, derived_at)
+
+
+def table_to_render(
+    running: Sequence[Sequence[int]] | None, derived: SpeculationTable, speculative_pods: int
+) -> list[list[int]]:
+    """The rows the speculative Deployment should carry with ``tokensPerBatchSizeMode: Auto``.
+
+    Changing them changes the pod template, which restarts every speculative pod: so the running
+    rows stay while any speculative pod exists, and ``derived`` replaces them only when none does
+    (Baseline mode, or the moment a switch or probe starts the pool from zero: the pods start
+    anyway) and it differs materially.  ``running``: the rows the live Deployment carries
+    (``render.manifests.speculation_rows_in``; None when there is none yet).
+    """
+    if running and (
+        speculative_pods > 0 or not table_changed_materially(SpeculationTable.from_rows(running), derived)
+    ):
+        return [list(row) for row in running]
+    return derived.vllm_rows()
