@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from specops.api.v1alpha1 import ServingMode
+from specops.api.v1alpha1 import PolicySpec, ServingMode
 from specops.policy import rules
 from specops.policy.rules import RULES, Window, assess
 from specops.policy.state import Observation, PolicyState, Reason
@@ -76,6 +76,22 @@ def test_metrics_unavailable(state: PolicyState, obs: Observation, expected: Exp
 )  # fmt: skip
 def test_no_series(state: PolicyState, obs: Observation, expected: Expected) -> None:
     assert judge(rules.no_series, state, obs) == expected
+
+
+@pytest.mark.parametrize(
+    ("policy", "obs", "expected"),
+    [
+        # Scraped (the pool's series exist), but rate() over the window is empty.
+        ({"window": "1m", "scrapeInterval": "30s"}, speculating(request_rate=None, acceptance=None),
+         (N, Reason.WINDOW_TOO_SHORT_FOR_SCRAPE_INTERVAL)),
+        ({"window": "1m", "scrapeInterval": "30s"}, baseline_only(request_rate=float("nan")), None),  # not judged
+        ({"window": "1m", "scrapeInterval": "30s"}, speculating(), None),  # rate() answered
+        ({}, speculating(request_rate=None, acceptance=None), None),  # 20 scrapes: no traffic, not this
+    ],
+)  # fmt: skip
+def test_window_too_short(policy: dict[str, str], obs: Observation, expected: Expected) -> None:
+    found = rules.window_too_short(Window(PolicySpec.model_validate(policy), SPECULATING, obs, NOW))
+    assert (None if found is None else (found.verdict, found.reason)) == expected
 
 
 @table(

@@ -8,6 +8,7 @@ the wire (aliases) and snake_case in Python.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -39,6 +40,10 @@ _PARAMS = re.compile(r"^\s*(\d+(\.\d+)?)\s*([KMBT]?)\s*$", re.IGNORECASE)
 _PARAM_SCALE = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 
 DURATION_PATTERN = _DURATION.pattern
+# rate() needs two samples inside its window; four scrape intervals keep it filled when a scrape is
+# late or fails.  Fewer than two and it is always empty.
+MIN_SCRAPES_PER_WINDOW = 4
+MIN_SCRAPES_FOR_RATE = 2
 
 
 def parse_duration(value: str) -> float:
@@ -460,6 +465,14 @@ class PolicySpec(_Model):
     )
     interval: Duration = Field(default="30s", description="Time between evaluations.")
     window: Duration = Field(default="5m", description="PromQL rate window of each evaluation.")
+    scrape_interval: Duration | None = Field(
+        default=None,
+        description="How often Prometheus scrapes the pods. Default: the interval of the PodMonitor "
+        "SpecOps renders, min(15s, window/4) in whole seconds. Set it when the scrape configuration "
+        "is managed outside SpecOps, so the window is checked against the real interval (under 4 "
+        "intervals a warning, under 2 a refusal: rate() needs two samples in its window); the "
+        "rendered PodMonitor uses it too.",
+    )
     min_acceptance_rate: Fraction = Field(
         default=0.5, description="Below this acceptance speculation is net negative: a breach."
     )
@@ -535,10 +548,56 @@ class PolicySpec(_Model):
     def reference_max_age_seconds(self) -> float:
         return parse_duration(self.reference_max_age)
 
+    @property
+    def scrape_interval_seconds(self) -> float:
+        """``scrapeInterval``, or the interval of the PodMonitor SpecOps renders: often enough that a
+        rate() over the window sees at least four samples, at most every 15 s, whole seconds."""
+        if self.scrape_interval is not None:
+            return parse_duration(self.scrape_interval)
+        return float(max(1, math.floor(min(15.0, self.window_seconds / MIN_SCRAPES_PER_WINDOW))))
+
+    @property
+    def scrapes_per_window(self) -> float:
+        return self.window_seconds / self.scrape_interval_seconds
+
+
+class RolloutStrategy(StrEnum):
+    """How a mode switch moves a replica (docs/operator.md, Rollout strategies)."""
+
+    RESTART = "Restart"
+    SURGE = "Surge"
+    HOT_SWAP = "HotSwap"
+
+
+# vLLM sleep level of the hot swap's sleeping engine.  Fixed at 1 (weights kept in host RAM): level 2
+# discards the weights and is reported broken with a draft model (acceptance 0 after wake, vLLM
+# issue 52479), docs/domain.md#switching.
+HOT_SWAP_SLEEP_LEVEL = 1
+
+
+class HotSwapSpec(_Model):
+    """Settings of the HotSwap strategy: two vLLM engines per pod, one awake, one asleep."""
+
+    proxy_image: str = Field(
+        default="nginx:1.27-alpine",
+        min_length=1,
+        description="Image of the nginx sidecar that exposes only the public API, /health, /metrics "
+        "and /version of each engine, and the sleep endpoints on a token-guarded admin port.",
+    )
+
 
 class RolloutSpec(_Model):
     """How a mode switch moves replicas between the pools."""
 
+    strategy: RolloutStrategy | None = Field(
+        default=None,
+        description="Restart: a moved replica's pod stops and a pod of the other pool starts (out of "
+        "service for its drain and cold start). Surge: the same with one extra pod started first "
+        "(maxSurge 1; needs GPUs for one more pod). HotSwap: every pod holds both engines on its "
+        "GPUs, one asleep (vLLM sleep mode, level 1); a switch drains the awake engine, puts it to "
+        "sleep and wakes the other, in seconds, with no pod restart and no extra GPU (vLLM >= 0.8.0; "
+        "host RAM for the sleeping weights). Unset: Surge when maxSurge is 1, else Restart.",
+    )
     max_surge: int = Field(
         default=0,
         ge=0,
@@ -546,8 +605,46 @@ class RolloutSpec(_Model):
         description="Extra pod a mode switch may start before it stops one. 0 keeps the pods (and GPUs) "
         "at spec.replicas: each moved replica is out of service for its drain and start-up. 1 needs "
         "GPUs for one more pod (without them the new pod stays Pending and the switch waits) and "
-        "switches without losing capacity.",
+        "switches without losing capacity. strategy Surge sets it to 1; Restart and HotSwap take 0.",
     )
+    hot_swap: HotSwapSpec | None = Field(
+        default=None, description="HotSwap settings (strategy HotSwap only; defaults apply when unset)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _surge_from_strategy(cls, data: Any) -> Any:
+        # Surge is maxSurge 1.  The apiserver fills maxSurge's default 0 in, so 0 beside Surge is
+        # read as "not set" rather than refused.
+        if isinstance(data, dict) and data.get("strategy") == RolloutStrategy.SURGE.value:
+            key = "max_surge" if "max_surge" in data else "maxSurge"
+            if data.get(key, 0) == 0:
+                data = {**data, key: 1}
+        return data
+
+    @model_validator(mode="after")
+    def _combination(self) -> RolloutSpec:
+        if self.strategy in (RolloutStrategy.RESTART, RolloutStrategy.HOT_SWAP) and self.max_surge:
+            raise ValueError(
+                f"strategy {self.strategy.value} starts no extra pod but maxSurge is "
+                f"{self.max_surge}: set strategy: Surge, or remove maxSurge"
+            )
+        if self.hot_swap is not None and self.effective_strategy is not RolloutStrategy.HOT_SWAP:
+            raise ValueError(
+                "rollout.hotSwap applies only to strategy HotSwap: remove it or set strategy: HotSwap"
+            )
+        return self
+
+    @property
+    def effective_strategy(self) -> RolloutStrategy:
+        """The strategy in force: the declared one, else the one maxSurge implies."""
+        if self.strategy is not None:
+            return self.strategy
+        return RolloutStrategy.SURGE if self.max_surge else RolloutStrategy.RESTART
+
+    @property
+    def hot_swap_settings(self) -> HotSwapSpec:
+        return self.hot_swap or HotSwapSpec()
 
 
 class SpeculativeInferenceSpec(_Model):

@@ -17,18 +17,18 @@ from specops.api.findings import Finding, HasFindings, error, warning
 from specops.api.v1alpha1 import (
     API_VERSION,
     KIND,
+    MIN_SCRAPES_FOR_RATE,
+    MIN_SCRAPES_PER_WINDOW,
     Method,
     Mode,
     Quantization,
     SpeculativeInference,
-    TokensPerBatchSizeMode,
     parse_duration,
 )
 from specops.render.manifests import RESERVED_LABELS
 from specops.vllm.budget import BudgetPlan, plan_budget
 from specops.vllm.dialect import (
     BITSANDBYTES_REMOVED,
-    CONFIG_KEY_GATES,
     DRAFT_TP_MUST_MATCH_SINCE,
     MANAGED_FLAGS,
     MIN_SUPPORTED,
@@ -39,7 +39,6 @@ from specops.vllm.dialect import (
     parse_version,
     speculative_config_keys,
 )
-from specops.vllm.speculation_table import VLLM_TABLE_KEY, derive_for_spec
 
 # Pools are named <name>-spec / <name>-base and the Service <name>: DNS-1035 labels of <= 63.
 MAX_NAME_LENGTH = 58
@@ -372,6 +371,24 @@ def check_bounds(si: SpeculativeInference) -> list[Finding]:
     return out
 
 
+def check_scrape_window(si: SpeculativeInference) -> list[Finding]:
+    """rate() over fewer than two scrapes is always empty, and under four now and then: the policy
+    would be silently off.  A warning under four scrape intervals, a refusal under two."""
+    policy = si.spec.policy
+    scrapes = policy.scrapes_per_window
+    if scrapes >= MIN_SCRAPES_PER_WINDOW:
+        return []
+    interval = policy.scrape_interval_seconds
+    message = (
+        f"{policy.window} holds {scrapes:.3g} scrape(s) at a {interval:g} s scrape interval; rate() "
+        f"needs two samples in its window: make it at least {MIN_SCRAPES_PER_WINDOW} intervals "
+        f"({MIN_SCRAPES_PER_WINDOW * interval:g} s), or set spec.policy.scrapeInterval to the interval "
+        "Prometheus really uses"
+    )
+    make = error if scrapes < MIN_SCRAPES_FOR_RATE else warning
+    return [make("WindowTooShortForScrapeInterval", "spec.policy.window", message)]
+
+
 def check_pod_fields(si: SpeculativeInference) -> list[Finding]:
     """Strings and maps that become part of the pods, as the apiserver would check them."""
     spec, res = si.spec, si.spec.resources
@@ -487,21 +504,16 @@ def check_version(si: SpeculativeInference) -> list[Finding]:
                 "raise spec.vllm.version (and the image) or choose another method",
             )
         )
-    auto_table = spec.speculation.tokens_per_batch_size_mode is TokensPerBatchSizeMode.AUTO
-    if (spec.speculation.tokens_per_batch_size or auto_table) and (
-        dialect_for(version) is Dialect.LEGACY or VLLM_TABLE_KEY not in speculative_config_keys(version)
+    if spec.speculation.tokens_per_batch_size and (
+        dialect_for(version) is Dialect.LEGACY
+        or ("num_speculative_tokens_per_batch_size" not in speculative_config_keys(version))
     ):
-        needs = CONFIG_KEY_GATES[VLLM_TABLE_KEY].describe()
-        if auto_table:
-            field, fix = "spec.speculation.tokensPerBatchSizeMode", "set tokensPerBatchSizeMode: Manual"
-        else:
-            field, fix = "spec.speculation.tokensPerBatchSize", "remove spec.speculation.tokensPerBatchSize"
         out.append(
             error(
                 "KeyUnsupportedByVersion",
-                field,
-                f"vLLM {vtext} has no k-by-batch-size table (it needs {needs}); {fix} or raise "
-                "spec.vllm.version",
+                "spec.speculation.tokensPerBatchSize",
+                f"vLLM {vtext} has no k-by-batch-size table; remove "
+                "spec.speculation.tokensPerBatchSize or raise spec.vllm.version",
             )
         )
     draft = spec.speculation.draft
@@ -530,36 +542,6 @@ def check_version(si: SpeculativeInference) -> list[Finding]:
             )
         )
     return out
-
-
-def check_speculation_table(si: SpeculativeInference, budget: BudgetPlan) -> list[Finding]:
-    """tokensPerBatchSizeMode Auto needs a table SpecOps can derive, and one that drafts somewhere."""
-    spec = si.spec
-    if spec.speculation.tokens_per_batch_size_mode is not TokensPerBatchSizeMode.AUTO or budget.errors:
-        return []
-    field = "spec.speculation.tokensPerBatchSizeMode"
-    table = derive_for_spec(spec)
-    if table is None:
-        return [
-            error(
-                "SpeculationTableUnderivable",
-                field,
-                "Auto derives the table from each model's size and layer count: set "
-                "spec.target.architecture (and spec.speculation.draft.architecture) for a model "
-                "outside the catalog, or set tokensPerBatchSizeMode: Manual",
-            )
-        ]
-    if not table.drafts:
-        return [
-            warning(
-                "SpeculationNeverPays",
-                field,
-                "at the catalog's prior acceptance for this method the derived table drafts at no "
-                "batch size: the speculative pool would pay the draft's memory for nothing until "
-                "live acceptance says otherwise",
-            )
-        ]
-    return []
 
 
 def check_extra_args(si: SpeculativeInference) -> list[Finding]:
@@ -624,8 +606,8 @@ def check_resource(si: SpeculativeInference) -> CheckReport:
     findings = [
         *check_name(si.metadata.name, si.metadata.namespace),
         *check_bounds(si),
+        *check_scrape_window(si),
         *check_version(si),
-        *check_speculation_table(si, budget),
         *check_extra_args(si),
         *check_pod_labels(si),
         *check_pod_fields(si),

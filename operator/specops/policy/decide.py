@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from specops.api.v1alpha1 import (
+    MIN_SCRAPES_PER_WINDOW,
     ConditionStatus,
     OnMetricsUnavailable,
     PolicySpec,
@@ -161,6 +162,14 @@ def metrics_condition(assessment: Assessment) -> MetricsCondition:
             ConditionStatus.TRUE,
             Reason.NO_SERIES,
             "Prometheus answers, but with no usable series for this resource",
+        )
+    if assessment.reason is Reason.WINDOW_TOO_SHORT_FOR_SCRAPE_INTERVAL:
+        # Prometheus answers, but the policy is off until the window is fixed: not "True".
+        return MetricsCondition(
+            ConditionStatus.FALSE,
+            Reason.WINDOW_TOO_SHORT_FOR_SCRAPE_INTERVAL,
+            "rate() over spec.policy.window is empty: the window holds fewer than "
+            f"{MIN_SCRAPES_PER_WINDOW} scrape intervals",
         )
     if assessment.verdict is Verdict.NO_DATA:
         return MetricsCondition(

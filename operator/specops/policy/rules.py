@@ -5,8 +5,9 @@ A rule reads a ``Window`` (the policy, the state, what Prometheus showed, the ti
 first that applies gives the window's verdict, and the last rule of every tuple always applies.
 docs/operator.md ("The metrics policy") lists the same order in words.
 
-Hold rules come first in every mode: ``MetricsUnavailable`` (Error), ``NoSeries`` and
-``InsufficientTraffic`` (NoData).  Then, per mode:
+Hold rules come first in every mode: ``MetricsUnavailable`` (Error), ``NoSeries``,
+``WindowTooShortForScrapeInterval`` (rate() empty because the window holds fewer than four scrapes)
+and ``InsufficientTraffic`` (NoData).  Then, per mode:
 
 * Speculative: the breach rules ``AcceptanceBelowThreshold``, ``LoadSaturation``,
   ``TailLatencyRegression``, ``TailGapWidening``, else ``Healthy``;
@@ -32,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from specops.api.v1alpha1 import PolicySpec, ServingMode
+from specops.api.v1alpha1 import MIN_SCRAPES_PER_WINDOW, PolicySpec, ServingMode
 from specops.policy.state import (
     Assessment,
     Observation,
@@ -172,6 +173,21 @@ def no_series(w: Window) -> Assessment | None:
     )
 
 
+def window_too_short(w: Window) -> Assessment | None:
+    """The pool is scraped but rate() over the window is empty, and the window holds fewer than
+    ``MIN_SCRAPES_PER_WINDOW`` scrapes: that, not the traffic, is why there is nothing to judge."""
+    pool, name = _judged_pool(w)
+    if pool is None or finite(pool.request_rate) or w.policy.scrapes_per_window >= MIN_SCRAPES_PER_WINDOW:
+        return None
+    return Assessment(
+        Verdict.NO_DATA,
+        Reason.WINDOW_TOO_SHORT_FOR_SCRAPE_INTERVAL,
+        f"rate() over the {w.policy.window} window is empty for the {name} pool: the window holds "
+        f"{w.policy.scrapes_per_window:.3g} scrape(s) at {w.policy.scrape_interval_seconds:g} s; make it at "
+        f"least {MIN_SCRAPES_PER_WINDOW} scrape intervals",
+    )
+
+
 def insufficient_traffic(w: Window) -> Assessment | None:
     if w.state.mode == ServingMode.BASELINE:
         if has_traffic(w.base, w.policy):
@@ -190,7 +206,7 @@ def insufficient_traffic(w: Window) -> Assessment | None:
     )
 
 
-HOLD_RULES: tuple[Rule, ...] = (metrics_unavailable, no_series, insufficient_traffic)
+HOLD_RULES: tuple[Rule, ...] = (metrics_unavailable, no_series, window_too_short, insufficient_traffic)
 
 
 def settling(policy: PolicySpec, state: PolicyState, now: float) -> Assessment | None:

@@ -51,6 +51,7 @@ class Reason(StrEnum):
     BASELINE_QUEUEING = "BaselineQueueing"
     INSUFFICIENT_SAMPLE = "InsufficientSample"
     SETTLING = "Settling"
+    WINDOW_TOO_SHORT_FOR_SCRAPE_INTERVAL = "WindowTooShortForScrapeInterval"
     # Error
     METRICS_UNAVAILABLE = "MetricsUnavailable"
     # Transitions only
