@@ -22,6 +22,7 @@ from specops.api.v1alpha1 import (
     Method,
     Mode,
     Quantization,
+    RolloutStrategy,
     SpeculativeInference,
     parse_duration,
 )
@@ -37,6 +38,7 @@ from specops.vllm.dialect import (
     format_version,
     method_gate,
     parse_version,
+    sleep_mode_gate,
     speculative_config_keys,
 )
 
@@ -532,6 +534,16 @@ def check_version(si: SpeculativeInference) -> list[Finding]:
                 f"parallel size; set draft.tensorParallelSize to {tp} or remove it",
             )
         )
+    if spec.rollout.effective_strategy is RolloutStrategy.HOT_SWAP and not sleep_mode_gate().allows(version):
+        out.append(
+            error(
+                "StrategyUnsupportedByVersion",
+                "spec.rollout.strategy",
+                f"HotSwap needs vLLM's sleep mode endpoints (/sleep, /wake_up, /is_sleeping), which "
+                f"vLLM {vtext} does not have ({sleep_mode_gate().describe()}); raise spec.vllm.version "
+                "(and the image) or use strategy Restart or Surge",
+            )
+        )
     if spec.target.quantization is Quantization.BITSANDBYTES and version >= BITSANDBYTES_REMOVED:
         out.append(
             error(
@@ -577,6 +589,16 @@ def check_switching(si: SpeculativeInference) -> list[Finding]:
     spec = si.spec
     if spec.replicas != 1 or spec.rollout.max_surge != 0 or spec.policy.mode is not Mode.AUTO:
         return []
+    if spec.rollout.effective_strategy is RolloutStrategy.HOT_SWAP:
+        return [
+            warning(
+                "SingleReplicaNoSurge",
+                "spec.replicas",
+                "with one replica a hot swap leaves the service without an awake engine for its drain, "
+                "sleep and wake (seconds), so Auto judges every window but never switches on its own "
+                "(a SwitchHeld event says what it would do); run two replicas or more",
+            )
+        ]
     return [
         warning(
             "SingleReplicaNoSurge",

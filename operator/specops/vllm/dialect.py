@@ -151,6 +151,23 @@ V2_BLOCK_MANAGER_NEEDED_UNTIL: Version = V("0.6.3")
 BITSANDBYTES_LOAD_FORMAT_UNTIL: Version = V("0.8.2")
 BITSANDBYTES_REMOVED: Version = V("0.28.0")
 
+# Sleep mode, for the HotSwap rollout strategy, read off released wheels (docs/domain.md#switching).
+# --enable-sleep-mode is in 0.7.2 (the oldest checked); POST /sleep and /wake_up first in 0.7.3;
+# GET /is_sleeping first in 0.8.0; all three registered only with VLLM_SERVER_DEV_MODE=1.  HotSwap
+# needs all three.  /wake_up's tags and /sleep's mode are in the releases named, which are the first
+# checked that have them (absent in 0.8.0 and 0.10.2 respectively; releases between not checked).
+SLEEP_MODE_SINCE: Version = V("0.8.0")
+SLEEP_WAKE_TAGS_SINCE: Version = V("0.8.5")
+SLEEP_PAUSE_MODE_SINCE: Version = V("0.20.0")
+# Sleep levels /sleep accepts: 1 and 2; 0 (pause scheduling only) too from the release with mode.
+SLEEP_LEVEL_ZERO_SINCE: Version = SLEEP_PAUSE_MODE_SINCE
+# The environment variable that registers the development endpoints, /sleep among them.
+SERVER_DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
+
+
+def sleep_mode_gate() -> Gate:
+    return since(SLEEP_MODE_SINCE)
+
 # Every other flag SpecOps renders, with the releases that accept it.
 COMMON_FLAG_GATES: dict[str, Gate] = {
     "--model": since(MIN_SUPPORTED),
@@ -167,6 +184,7 @@ COMMON_FLAG_GATES: dict[str, Gate] = {
     "--load-format": since(MIN_SUPPORTED),
     "--use-v2-block-manager": since(MIN_SUPPORTED, V("0.10.0")),
     "--speculative-config": since(V("0.8.2")),
+    "--enable-sleep-mode": since(V("0.7.2")),
 }
 
 # Flags whose value SpecOps owns; extraArgs may not set them (the field to use is named).
@@ -185,6 +203,7 @@ MANAGED_FLAGS: dict[str, str] = {
     "--quantization": "spec.target.quantization",
     "-q": "spec.target.quantization",
     "--speculative-config": "spec.speculation",
+    "--enable-sleep-mode": "spec.rollout.strategy",
     **dict.fromkeys(LEGACY_FLAG_GATES, "spec.speculation"),
 }
 
