@@ -3,6 +3,7 @@ entry points (the product never imports the kit)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -24,36 +25,67 @@ def demo(
     run_demo(resource, scenario, run_dir, plot, keep=keep)
 
 
+class SimulateOutput(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+def plots_available() -> bool:
+    """Is matplotlib (the test kit's ``plots`` extra) importable?"""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def simulate(
     scenarios: Annotated[
         list[Path] | None,
         typer.Argument(help="Scenario files (default: every scenarios/*.yaml with a resource)."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Where simulation.md and the PNG timelines go.")] = Path(
-        ".local/benchmarks"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Where simulation.md, simulation.json and the PNG timelines go.")
+    ] = Path(".local/benchmarks"),
     scale: Annotated[float, typer.Option(help="Phase length factor (0.1 for a smoke run).")] = 1.0,
-    plots: Annotated[bool, typer.Option(help="Write PNG timelines.")] = True,
+    plots: Annotated[bool, typer.Option(help="Write PNG timelines (needs the kit's plots extra).")] = True,
+    output: Annotated[
+        SimulateOutput,
+        typer.Option("--output", "-o", help="stdout: the summary table, or every figure as JSON."),
+    ] = SimulateOutput.TABLE,
 ) -> None:
     """Compare always/never-speculative, vLLM's dynamic table, SpecOps and an oracle on scenarios,
-    faster than real time (the emulator's performance model, the operator's policy in the loop)."""
+    faster than real time (the emulator's performance model, the operator's policy in the loop),
+    under each resource's policy and under the shipped policy defaults.  Progress goes to stderr."""
     import time
 
     from specops_testkit.sim import report
-    from specops_testkit.sim.suite import run_file
+    from specops_testkit.sim.suite import run_file_profiles
     from specops_testkit.testbed.scenario import load_scenario
 
+    if plots and not plots_available():
+        typer.echo(
+            "warning: matplotlib is not installed, so no PNG timelines will be drawn; the tables are "
+            "written all the same. Install the test kit's plots extra for them: "
+            "pip install 'specops-testkit[plots]' (or pass --no-plots).",
+            err=True,
+        )
+        plots = False
     paths = scenarios or sorted(p for p in Path("scenarios").glob("*.yaml") if load_scenario(p).resource)
     results = []
     for n, path in enumerate(paths, 1):
         t0 = time.monotonic()
         typer.echo(f"[{n}/{len(paths)}] {path.name} ...", err=True)
         try:
-            results.append(run_file(path, scale))
+            results.extend(run_file_profiles(path, scale))
         except (OSError, ValueError) as exc:
             typer.echo(f"error: {path}: {exc}", err=True)
             raise typer.Exit(2) from None
         typer.echo(f"[{n}/{len(paths)}] {path.name} done in {time.monotonic() - t0:.0f} s", err=True)
-    written = report.write(results, out, with_plots=plots)
-    typer.echo(report.summary_table(results))
-    typer.echo(f"\nfull report: {written}")
+    written = report.write(results, out, with_plots=plots, scale=scale)
+    if output is SimulateOutput.JSON:
+        typer.echo(report.json_document(results, scale))
+        typer.echo(f"full report: {written}", err=True)
+    else:
+        typer.echo(report.summary_table(results))
+        typer.echo(f"\nfull report: {written}")

@@ -384,6 +384,15 @@ class SimController:
             meta = self.body["metadata"]
             meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
 
+    def scale(self, replicas: int, now: float) -> Plan:
+        """``spec.replicas`` written by someone else (an HPA): a new generation of the resource,
+        and the reconcile its watch event starts."""
+        self.body["spec"]["replicas"] = replicas
+        meta = self.body["metadata"]
+        meta["generation"] = int(meta["generation"]) + 1
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        return self.reconcile(now)
+
     def reconcile(self, now: float) -> Plan:
         self.plans += 1
         plan = plan_reconcile(self.body, self._observed(now), rfc3339(now))
@@ -433,10 +442,13 @@ def simulate(
     adaptive: bool,
     initial_mode: ServingMode | str = ServingMode.SPECULATIVE,
     spec_override: SpeculativeInferenceSpec | None = None,
+    replica_changes: Sequence[tuple[float, int]] = (),
 ) -> Run:
     """Serve ``arrivals`` with ``spec``'s pools.  ``adaptive`` runs SpecOps' policy and rollout;
     otherwise the service stays in ``initial_mode``.  ``spec_override`` replaces the speculative
-    pool's configuration (e.g. with vLLM's k-by-batch-size table)."""
+    pool's configuration (e.g. with vLLM's k-by-batch-size table).  ``replica_changes``: (time,
+    replicas) writes to ``spec.replicas``, as an HPA makes them: SpecOps reconciles the new
+    generation; a static configuration resizes its pool as its Deployment would."""
     policy: PolicySpec = spec.policy
     configs = {
         Pool.SPECULATIVE: engine_config(spec_override or spec, Pool.SPECULATIVE),
@@ -463,6 +475,7 @@ def simulate(
     arrival_times = [a.t for a in arrivals]
     horizon = (arrivals[-1].t if arrivals else 0.0) + 1.0
     next_scrape, next_eval, next_tick = SCRAPE_SECONDS, interval, CONTROL_TICK
+    changes = sorted(replica_changes)
     i = 0
     now = 0.0
     while True:
@@ -472,7 +485,15 @@ def simulate(
         candidates = [next_scrape, next_eval, next_tick, *busy]
         if i < len(requests):
             candidates.append(requests[i].arrival)
+        if changes:
+            candidates.append(changes[0][0])
         now = max(now, min(candidates))
+        while changes and changes[0][0] <= now:
+            _, replicas = changes.pop(0)
+            if controller is not None:
+                controller.scale(replicas, now)
+            else:
+                fleet.apply(split_for_mode(mode, replicas, probe_replicas), now)
         # Arrivals: uniformly over the ready pods.
         while i < len(requests) and requests[i].arrival <= now:
             r = requests[i]

@@ -1,10 +1,13 @@
-"""The simulator's output: a markdown table per scenario and PNG timelines."""
+"""The simulator's output: a markdown table per scenario, the same figures as JSON rows, and PNG
+timelines (matplotlib, the test kit's ``plots`` extra)."""
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from specops.policy.decide import PoolMetrics
 from specops_testkit.sim.fleet import Run, TimelinePoint
@@ -47,10 +50,10 @@ def scenario_table(result: ScenarioResult) -> str:
 def summary_table(results: Sequence[ScenarioResult]) -> str:
     """One row per scenario: P99 TPOT of every strategy, SpecOps against the oracle, transitions."""
     lines = [
-        "| scenario | always-spec | never-spec | vllm-dynamic | specops | specops maxSurge 1 | oracle "
-        "| specops vs oracle | maxSurge 1 vs oracle | beats both static | switches / regime changes "
-        "| probes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|",
+        "| scenario | policy profile | always-spec | never-spec | vllm-dynamic | specops "
+        "| specops maxSurge 1 | oracle | specops vs oracle | maxSurge 1 vs oracle | beats both static "
+        "| switches / regime changes | probes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|",
     ]
     for r in results:
         f = r.figures
@@ -66,8 +69,8 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
             else "no"
         )
         lines.append(
-            f"| {r.scenario.name} | {' | '.join(cells)} | {gap_cell} | {surge_cell} | {beats} | "
-            f"{r.switches} / {r.regime_changes} | {r.probes} |"
+            f"| {r.scenario.name} | {r.profile} | {' | '.join(cells)} | {gap_cell} | {surge_cell} "
+            f"| {beats} | {r.switches} / {r.regime_changes} | {r.probes} |"
         )
     return "\n".join(lines)
 
@@ -83,16 +86,44 @@ def decisions(run: Run) -> str:
 def markdown(results: Sequence[ScenarioResult], plots: dict[str, str]) -> str:
     parts = ["## Summary (P99 TPOT in ms)", "", summary_table(results), ""]
     for r in results:
-        parts += [f"## {r.scenario.name}", "", r.scenario.description, ""]
+        parts += [f"## {r.label}", "", r.scenario.description, f"Policy profile: {r.profile}.", ""]
         if r.oracle_choice:
             chosen = ", ".join(f"{phase}: {name}" for phase, name in r.oracle_choice.items())
             parts += [f"Oracle's choice per phase: {chosen}.", ""]
         parts += [scenario_table(r), ""]
         if SPECOPS in r.runs:
             parts += ["SpecOps' decisions (simulated seconds):", "", decisions(r.runs[SPECOPS]), ""]
-        if r.scenario.name in plots:
-            parts += [f"![{r.scenario.name} timeline]({plots[r.scenario.name]})", ""]
+        if r.label in plots:
+            parts += [f"![{r.label} timeline]({plots[r.label]})", ""]
     return "\n".join(parts)
+
+
+def rows(results: Sequence[ScenarioResult]) -> list[dict[str, Any]]:
+    """One row per scenario, policy profile and strategy: what ``specops simulate -o json``
+    prints (times in milliseconds, the SLO share as a fraction)."""
+    out: list[dict[str, Any]] = []
+    for r in results:
+        for name, f in r.figures.items():
+            out.append(
+                {
+                    "scenario": r.scenario.name,
+                    "policy_profile": r.profile,
+                    "strategy": name,
+                    "p50_tpot_ms": round(f.p50_tpot * 1000, 3),
+                    "p99_tpot_ms": round(f.p99_tpot * 1000, 3),
+                    "p99_ttft_ms": round(f.p99_ttft * 1000, 3),
+                    "slo_share": round(f.slo_share, 5),
+                    "failed": f.failed,
+                    "completed": f.requests - f.failed,
+                    "switches": r.strategy_switches(name),
+                    "probes": r.strategy_probes(name),
+                }
+            )
+    return out
+
+
+def json_document(results: Sequence[ScenarioResult], scale: float) -> str:
+    return json.dumps({"scale": scale, "results": rows(results)}, indent=2)
 
 
 def plot(result: ScenarioResult, path: Path) -> None:
@@ -115,9 +146,7 @@ def plot(result: ScenarioResult, path: Path) -> None:
     axes[0].plot(ts, [p.qps for p in pts], color="black", label="offered QPS (window mean)")
     axes[0].set_ylabel("requests/s")
     axes[0].legend(loc="upper right")
-    axes[0].set_title(
-        f"{result.scenario.name}: SpecOps (green Speculative, yellow Probing, red Baseline), simulated"
-    )
+    axes[0].set_title(f"{result.label}: SpecOps (green Speculative, yellow Probing, red Baseline), simulated")
 
     axes[1].plot(
         ts,
@@ -192,16 +221,24 @@ def plot(result: ScenarioResult, path: Path) -> None:
     plt.close(fig)
 
 
-def write(results: Sequence[ScenarioResult], out: Path, with_plots: bool = True) -> Path:
-    """Write ``simulation.md`` (and one PNG per scenario) into ``out``; return the markdown path."""
+def plot_name(result: ScenarioResult) -> str:
+    suffix = "" if result.label == result.scenario.name else f"-{result.profile}"
+    return f"sim-{result.scenario.name}{suffix}.png"
+
+
+def write(results: Sequence[ScenarioResult], out: Path, with_plots: bool = True, scale: float = 1.0) -> Path:
+    """Write ``simulation.md`` and ``simulation.json`` into ``out``, then one PNG per scenario and
+    profile (the figures are on disk before any plotting starts); return the markdown path."""
     out.mkdir(parents=True, exist_ok=True)
-    plots: dict[str, str] = {}
-    if with_plots:
-        for r in results:
-            if SPECOPS in r.runs:
-                name = f"sim-{r.scenario.name}.png"
-                plot(r, out / name)
-                plots[r.scenario.name] = name
     path = out / "simulation.md"
+    path.write_text(markdown(results, {}))
+    (out / "simulation.json").write_text(json_document(results, scale) + "\n")
+    if not with_plots:
+        return path
+    plots: dict[str, str] = {}
+    for r in results:
+        if SPECOPS in r.runs:
+            plot(r, out / plot_name(r))
+            plots[r.label] = plot_name(r)
     path.write_text(markdown(results, plots))
     return path

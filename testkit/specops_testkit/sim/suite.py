@@ -10,6 +10,11 @@
 * ``oracle``: for each phase, whichever static configuration had the lower P99 TPOT on that
   phase's requests, stitched together.  It switches for free at phase boundaries, so it is a
   bound no real controller reaches.
+
+Each scenario runs under two policy profiles: ``scenario`` (the resource's ``spec.policy`` as
+written, a fast profile in the shipped scenarios) and ``defaults`` (``spec.policy`` reset to the
+model's defaults, Prometheus settings kept).  Only the strategies that run the policy are run
+again for the second; the static ones do not read it.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from specops.api.v1alpha1 import BatchSizeTokens, SpeculativeInference, SpeculativeInferenceSpec
-from specops.policy.decide import BASELINE, PROBING, SPECULATIVE
+from specops.api.v1alpha1 import BatchSizeTokens, PolicySpec, SpeculativeInference, SpeculativeInferenceSpec
+from specops.policy.decide import BASELINE, PROBING, SPECULATIVE, Transition
 from specops_testkit.emulator.workload import quantile
 from specops_testkit.sim.fleet import Run, Served, simulate
 from specops_testkit.testbed.scenario import SLO, Scenario, arrivals, load_scenario
@@ -36,6 +41,9 @@ ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE = (
     "oracle",
 )
 STRATEGIES = (ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE)
+STATIC = (ALWAYS, NEVER, DYNAMIC)  # runs that never read spec.policy
+PROFILE_SCENARIO, PROFILE_DEFAULTS = "scenario", "defaults"
+PROFILES = (PROFILE_SCENARIO, PROFILE_DEFAULTS)
 
 
 def dynamic_table(k: int) -> list[BatchSizeTokens]:
@@ -77,6 +85,20 @@ def figures(served: Sequence[Served], slo: SLO, transitions: int) -> Figures:
     )
 
 
+def serving_switches(transitions: Sequence[Transition]) -> int:
+    """Changes of the serving configuration (Speculative <-> Baseline), probes aside."""
+    serving = [SPECULATIVE]
+    for t in transitions:
+        mode = t.to_mode if t.to_mode != PROBING else None
+        if mode is not None and mode != serving[-1]:
+            serving.append(mode)
+    return len(serving) - 1
+
+
+def probe_count(transitions: Sequence[Transition]) -> int:
+    return sum(1 for t in transitions if t.to_mode == PROBING)
+
+
 @dataclass(frozen=True, slots=True)
 class ScenarioResult:
     scenario: Scenario
@@ -85,6 +107,24 @@ class ScenarioResult:
     oracle: list[Served]
     oracle_choice: dict[str, str]  # phase -> the static strategy the oracle used
     figures: dict[str, Figures]
+    profile: str = PROFILE_SCENARIO  # which spec.policy the adaptive strategies ran with
+
+    @property
+    def label(self) -> str:
+        """The scenario's name, with the policy profile unless it is the scenario's own."""
+        name = self.scenario.name
+        return name if self.profile == PROFILE_SCENARIO else f"{name} ({self.profile})"
+
+    def strategy_switches(self, strategy: str) -> int:
+        """Serving-configuration changes of one strategy: the oracle's are its regime changes."""
+        if strategy == ORACLE:
+            return self.regime_changes
+        run = self.runs.get(strategy)
+        return 0 if run is None else serving_switches(run.transitions)
+
+    def strategy_probes(self, strategy: str) -> int:
+        run = self.runs.get(strategy)
+        return 0 if run is None else probe_count(run.transitions)
 
     @property
     def regime_changes(self) -> int:
@@ -94,16 +134,11 @@ class ScenarioResult:
     @property
     def switches(self) -> int:
         """SpecOps' changes of the serving configuration (Speculative <-> Baseline), probes aside."""
-        serving = [SPECULATIVE]
-        for t in self.runs[SPECOPS].transitions:
-            mode = t.to_mode if t.to_mode != PROBING else None
-            if mode is not None and mode != serving[-1]:
-                serving.append(mode)
-        return len(serving) - 1
+        return serving_switches(self.runs[SPECOPS].transitions)
 
     @property
     def probes(self) -> int:
-        return sum(1 for t in self.runs[SPECOPS].transitions if t.to_mode == PROBING)
+        return probe_count(self.runs[SPECOPS].transitions)
 
 
 def _oracle(scenario: Scenario, always: Run, never: Run) -> tuple[list[Served], dict[str, str]]:
@@ -134,14 +169,34 @@ def load_resource(scenario_path: Path, scenario: Scenario) -> SpeculativeInferen
     return SpeculativeInference.model_validate(doc).spec
 
 
+def with_default_policy(spec: SpeculativeInferenceSpec) -> SpeculativeInferenceSpec:
+    """``spec`` with ``spec.policy`` reset to the shipped defaults, except where Prometheus is
+    (those fields say where the metrics are, not how the policy decides)."""
+    kept = {
+        name: getattr(spec.policy, name)
+        for name in PolicySpec.model_fields
+        if "prometheus" in name or "scrape" in name
+    }
+    return spec.model_copy(update={"policy": PolicySpec().model_copy(update=kept)})
+
+
 def run_scenario(
-    scenario: Scenario, spec: SpeculativeInferenceSpec, strategies: Sequence[str] = STRATEGIES
+    scenario: Scenario,
+    spec: SpeculativeInferenceSpec,
+    strategies: Sequence[str] = STRATEGIES,
+    *,
+    profile: str = PROFILE_SCENARIO,
+    reuse: dict[str, Run] | None = None,
 ) -> ScenarioResult:
+    """Run ``strategies`` on ``scenario``; runs in ``reuse`` (same scenario, same traffic) are
+    taken as they are instead of being simulated again."""
     todo = set(strategies)
     if ORACLE in todo:
         todo |= {ALWAYS, NEVER}
     traffic = arrivals(scenario)
-    runs: dict[str, Run] = {}
+    hpa = [(c.seconds, c.replicas) for c in scenario.replica_changes]
+    runs: dict[str, Run] = {name: run for name, run in (reuse or {}).items() if name in todo}
+    todo -= set(runs)
 
     def run(
         adaptive: bool,
@@ -157,6 +212,7 @@ def run_scenario(
             adaptive=adaptive,
             initial_mode=mode,
             spec_override=override,
+            replica_changes=hpa,
         )
 
     if ALWAYS in todo:
@@ -182,7 +238,7 @@ def run_scenario(
     if ORACLE in todo:
         figs[ORACLE] = figures(oracle, scenario.slo, _changes(choice))
     ordered = {name: figs[name] for name in STRATEGIES if name in figs}
-    return ScenarioResult(scenario, spec, runs, oracle, choice, ordered)
+    return ScenarioResult(scenario, spec, runs, oracle, choice, ordered, profile)
 
 
 def _changes(choice: dict[str, str]) -> int:
@@ -197,3 +253,18 @@ def run_file(path: Path, scale: float = 1.0, strategies: Sequence[str] = STRATEG
     if scale != 1.0:
         scenario = scenario.scaled(scale)
     return run_scenario(scenario, spec, strategies)
+
+
+def run_file_profiles(
+    path: Path, scale: float = 1.0, strategies: Sequence[str] = STRATEGIES
+) -> list[ScenarioResult]:
+    """The scenario under its resource's policy, then under the shipped policy defaults (the
+    static runs are shared: they do not read the policy)."""
+    written = run_file(path, scale, strategies)
+    defaults = with_default_policy(written.spec)
+    same = defaults == written.spec
+    shared = {n: r for n, r in written.runs.items() if same or n in STATIC}
+    return [
+        written,
+        run_scenario(written.scenario, defaults, strategies, profile=PROFILE_DEFAULTS, reuse=shared),
+    ]

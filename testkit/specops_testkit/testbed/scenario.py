@@ -58,6 +58,17 @@ class SLO(_Model):
     ttft: float = Field(default=2.0, gt=0, description="Highest time to first token in seconds.")
 
 
+class ReplicaChange(_Model):
+    """``spec.replicas`` set to ``replicas`` at ``at`` from the scenario's start (an HPA's decision)."""
+
+    at: Duration
+    replicas: int = Field(ge=1)
+
+    @property
+    def seconds(self) -> float:
+        return parse_duration(self.at)
+
+
 class Scenario(_Model):
     name: str
     description: str = ""
@@ -70,12 +81,19 @@ class Scenario(_Model):
     )
     slo: SLO = Field(default_factory=SLO)
     startup_seconds: float = Field(default=60.0, ge=0, description="Pod start-up (model load) time.")
+    replica_changes: list[ReplicaChange] = Field(
+        default_factory=list,
+        description="spec.replicas changes during the run, as an HPA makes them (simulator only).",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> Scenario:
         names = [p.name for p in self.phases]
         if len(names) != len(set(names)):
             raise ValueError("phase names must be unique")
+        times = [c.seconds for c in self.replica_changes]
+        if times != sorted(times):
+            raise ValueError("replicaChanges: list the changes in time order (at ascending)")
         return self
 
     @property
@@ -85,7 +103,8 @@ class Scenario(_Model):
     def scaled(self, factor: float) -> Scenario:
         """The same scenario with every phase ``factor`` times as long (for smoke runs)."""
         phases = [p.model_copy(update={"duration": f"{p.seconds * factor:.3f}s"}) for p in self.phases]
-        return self.model_copy(update={"phases": phases})
+        changes = [c.model_copy(update={"at": f"{c.seconds * factor:.3f}s"}) for c in self.replica_changes]
+        return self.model_copy(update={"phases": phases, "replica_changes": changes})
 
 
 @dataclass(frozen=True, slots=True)
