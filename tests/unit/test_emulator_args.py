@@ -228,6 +228,30 @@ def test_older_releases_drop_unknown_keys_and_say_so() -> None:
     assert any("foo" in w for w in config.warnings)
 
 
+@pytest.mark.parametrize(
+    "table",
+    [[], [[2, 8, 3]], [[1, 8, 3], [8, 16, 1]], [[1, 0, 3]], [[1, 8, -1]]],
+    ids=["empty", "not-from-1", "overlap", "end-before-start", "negative-k"],
+)
+def test_speculation_table_refused_as_vllm_refuses_it(table: list[list[int]]) -> None:
+    argv = _spec_config(method="ngram", num_speculative_tokens=3, num_speculative_tokens_per_batch_size=table)
+    with pytest.raises(ArgsError, match="num_speculative_tokens_per_batch_size"):
+        parse_args(argv, V("0.32.0"))
+
+
+def test_a_table_keeps_the_draft_and_its_memory() -> None:
+    # k = 0 at every batch size still loads the draft: the KV cache is the speculative pod's.
+    draft = {"model": "meta-llama/Llama-3.2-1B-Instruct", "num_speculative_tokens": 4}
+    with_table = derive_config(
+        parse_args(_spec_config(**draft, num_speculative_tokens_per_batch_size=[[1, 4096, 0]]), V("0.32.0")),
+        V("0.32.0"),
+    ).engine
+    speculative = derive_config(parse_args(_spec_config(**draft), V("0.32.0")), V("0.32.0")).engine
+    plain = derive_config(parse_args(BASE, V("0.32.0")), V("0.32.0")).engine
+    assert with_table.kv_capacity_tokens == speculative.kv_capacity_tokens < plain.kv_capacity_tokens
+    assert with_table.proposer is not None and with_table.proposer.k_for_batch(1) == 0
+
+
 def test_common_extra_args_are_accepted() -> None:
     argv = [
         *BASE,

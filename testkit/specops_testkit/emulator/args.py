@@ -388,7 +388,21 @@ def _k_table(value: Any) -> tuple[tuple[int, int, int], ...]:
             "argument --speculative-config: num_speculative_tokens_per_batch_size must be a list of "
             "[min_batch_size, max_batch_size, k] rows"
         )
-    return tuple((row[0], row[1], row[2]) for row in value)
+    # vLLM's own checks on the table (vllm/v1/spec_decode/dynamic/utils.py).
+    rows = sorted((row[0], row[1], row[2]) for row in value)
+    bad = (
+        not rows
+        or any(lo < 1 or lo > hi or k < 0 for lo, hi, k in rows)
+        or any(rows[i + 1][0] <= rows[i][1] for i in range(len(rows) - 1))
+        or rows[0][0] != 1
+    )
+    if bad:
+        raise ArgsError(
+            "argument --speculative-config: num_speculative_tokens_per_batch_size needs non-empty, "
+            "non-overlapping [start, end, k] rows with 1 <= start <= end and k >= 0, the first "
+            "starting at 1"
+        )
+    return tuple(rows)
 
 
 def _parse_speculative_config(text: str, version: Version) -> tuple[SpeculativeArgs, tuple[str, ...]]:

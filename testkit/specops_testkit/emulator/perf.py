@@ -169,6 +169,15 @@ class PerfConstants:
     alpha_floor: float = 0.02
     alpha_ceiling: float = 0.99
 
+    # --- vLLM's k-by-batch-size table (num_speculative_tokens_per_batch_size) --------------------
+    # A pod with the table pays this share of every step's time on top, by running sequences
+    # (linear between the points, flat outside them): vLLM issue 49548 measured +6.6% TPOT at
+    # concurrency 2 and +21.6% at 189 against a plain engine with a table that never drafted
+    # (k = 0 throughout).  The table turns vLLM's CUDA graphs from full to piecewise (its start-up
+    # warning says so), which is most of it.  Applied to drafting steps too, which lose the full
+    # graphs as well.
+    dynamic_table_overhead: tuple[tuple[float, float], ...] = ((2.0, 0.066), (189.0, 0.216))
+
     # --- outputs --------------------------------------------------------------------------------
     # Mean length the emulated model writes before its end-of-sequence token, per prompt kind
     # (geometric); requests with ignore_eos write max_tokens.
@@ -386,12 +395,19 @@ class ProposerConfig:
     disable_by_batch_size: int | None = None
 
     def k_for_batch(self, batch: int) -> int:
+        """The k drafted at ``batch`` running sequences.  With a table, as vLLM reads it: the row
+        holding the batch; in a gap between rows, or past the last, the row before; never more
+        than ``num_speculative_tokens``."""
         if self.disable_by_batch_size is not None and batch >= self.disable_by_batch_size:
             return 0
-        for lo, hi, k in self.k_by_batch_size:
-            if lo <= batch <= hi:
-                return k
-        return self.num_speculative_tokens
+        if not self.k_by_batch_size:
+            return self.num_speculative_tokens
+        k = self.k_by_batch_size[0][2]
+        for lo, _, row_k in sorted(self.k_by_batch_size):
+            if lo > batch:
+                break
+            k = row_k
+        return min(k, self.num_speculative_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,8 +443,8 @@ class Request:
     # Tokens the model writes before its end-of-sequence token; None writes max_tokens.
     eos_after: int | None = None
     # --- filled in by the engine ---
-    # Acceptance its drafts show in the counters (accepted / proposed), and the per-position alpha
-    # its latest drafting step was sampled with (it depends on the pod's k at that batch size).
+    # Acceptance its drafts show in the counters (accepted / proposed) at the pod's configured k,
+    # and the per-position alpha that makes them read it; a table's smaller k keeps the alpha.
     acceptance: float = 0.0
     alpha: float = 0.0
     output_tokens: int = 0
@@ -519,7 +535,7 @@ class _Batch:
     decodes: list[tuple[Request, int]] = field(default_factory=list)  # (request, k verified)
     prefills: list[tuple[Request, int]] = field(default_factory=list)  # (request, chunk tokens)
     lookups: list[Request] = field(default_factory=list)  # sequences that ran a prompt lookup
-    k: int = 0  # the pod's k at this step's batch size (what per-position alpha is derived for)
+    k: int = 0  # the pod's k at this step's batch size
 
 
 class Engine:
@@ -657,12 +673,13 @@ class Engine:
 
     def decode_step_time(self, batch_size: int, context_tokens: int, k: int | None = None) -> float:
         """Duration of a pure decode step: ``batch_size`` sequences of ``context_tokens`` each,
-        every one drafting ``k`` tokens (default: the proposer's k; 0 or no proposer: plain decode).
+        every one drafting ``k`` tokens (default: the proposer's k at this batch size; 0 or no
+        proposer: plain decode).
 
         The closed form a simulator or a capacity estimate needs without running requests.
         """
         p = self.config.proposer
-        k = (p.num_speculative_tokens if p is not None else 0) if k is None else k
+        k = (p.k_for_batch(batch_size) if p is not None else 0) if k is None else k
         batch = _Batch()
         for i in range(batch_size):
             r = Request(f"probe-{i}", prompt_tokens=context_tokens, max_tokens=1)
@@ -707,6 +724,8 @@ class Engine:
             if b:
                 t += passes * self._pass_time(p.draft, b, draft_ctx, overhead)
         t += b * c.spec_seq_overhead_s + sum(k for _, k in drafting) * c.verify_position_overhead_s
+        if p.k_by_batch_size:
+            t *= 1.0 + _interpolate(c.dynamic_table_overhead, float(seqs))
         return t
 
     # -- step -------------------------------------------------------------------------------
@@ -734,8 +753,9 @@ class Engine:
             positions: list[bool] = []
             drafted = 0
             if k > 0:
+                # The per-position alpha is the pair's, whatever k the table picks: a shorter draft
+                # is the longer one's first positions.
                 drafted = k
-                r.alpha = per_position_alpha(r.acceptance, batch.k, cfg.constants)
                 positions = [rng.random() < r.alpha for _ in range(k)]
             new = min(accepted_prefix(positions) + 1, r.target_output - r.output_tokens)
             r.output_tokens += new
