@@ -114,6 +114,7 @@ def plan_as_dict(si: SpeculativeInference, report: CheckReport) -> dict[str, Any
         "max_concurrent_sequences_without_draft": b.max_concurrent_sequences_without_draft,
         "max_model_len": b.max_model_len,
         "speculation_table": speculation_table_as_dict(si),
+        "hot_swap": b.hot_swap.as_dict() if b.hot_swap else None,
     }
 
 
@@ -164,6 +165,16 @@ def plan_as_table(si: SpeculativeInference, report: CheckReport) -> str:
         (f"sequences at {b.max_model_len} tokens", _fmt(b.max_concurrent_sequences)),
         ("  ... without the draft", _fmt(b.max_concurrent_sequences_without_draft)),
     ]
+    if b.hot_swap is not None:
+        hs = b.hot_swap
+        for label, e in (("speculative", hs.speculative), ("baseline", hs.baseline)):
+            rows += [
+                (f"hot swap: {label} engine", f"--gpu-memory-utilization {e.gpu_memory_utilization:g}, "
+                 f"KV cache {e.kv_cache_gib:.2f} GiB, {_fmt(e.max_concurrent_sequences)} sequences"),
+                ("  ... asleep", f"{e.sleeping_residual_gib:.2f} GiB per GPU, "
+                 f"{e.host_memory_asleep_gib:.2f} GiB of host RAM"),
+            ]  # fmt: skip
+        rows.append(("host RAM per replica, peak", f"{hs.host_memory_peak_gib:.2f} GiB (mid-swap)"))
     derived = derive_for_resource(si)
     if derived is not None:
         table, source = derived
@@ -302,8 +313,25 @@ def run(
         typer.Option(help="Default Prometheus URL for resources without spec.policy.prometheusUrl."),
     ] = None,
     prometheus_timeout: Annotated[
-        float, typer.Option(help="Seconds a Prometheus query may take; past it the evaluation is an Error.")
+        float,
+        typer.Option(
+            help="Seconds a Prometheus query may wait for data; past it the evaluation is an Error."
+        ),
     ] = 10.0,
+    prometheus_deadline: Annotated[
+        float,
+        typer.Option(
+            help="Seconds all the queries of one evaluation may take in total, however slowly the "
+            "answers trickle in; past it the evaluation is an Error."
+        ),
+    ] = 30.0,
+    allowed_prometheus_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A Prometheus URL resources may name in spec.policy.prometheusUrl (repeat for several). "
+            "--prometheus-url is always allowed; any other URL is refused at admission and never queried."
+        ),
+    ] = None,
     log_format: Annotated[LogFormat, typer.Option(help="text or json")] = LogFormat.TEXT,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     metrics_port: Annotated[int, typer.Option(help="Port of the operator's own /metrics (0: off).")] = 8080,
@@ -347,33 +375,39 @@ def run(
     webhook_ca: Annotated[str | None, typer.Option(help="CA bundle for the webhook configuration.")] = None,
 ) -> None:
     """Run the operator."""
-    from specops.controller.main import OperatorOptions
+    from specops.controller.main import OperatorOptions, prometheus_allowlist
     from specops.controller.main import run as run_operator
 
-    run_operator(
-        OperatorOptions(
-            namespaces=list(namespace or []),
-            kubeconfig=kubeconfig,
-            prometheus_url=prometheus_url,
-            prometheus_timeout=prometheus_timeout,
-            log_format=log_format.value,
-            verbose=verbose,
-            metrics_port=metrics_port or None,
-            liveness_port=health_port or None,
-            standalone=standalone,
-            resync_seconds=resync_seconds,
-            status_refresh_seconds=status_refresh_seconds,
-            webhooks=webhooks,
-            webhook_listen=webhook_listen,
-            webhook_port=webhook_port,
-            webhook_host=webhook_host,
-            webhook_service=webhook_service,
-            webhook_config_name=webhook_config_name,
-            webhook_cert=webhook_cert,
-            webhook_key=webhook_key,
-            webhook_ca=webhook_ca,
-        )
+    opts = OperatorOptions(
+        namespaces=list(namespace or []),
+        kubeconfig=kubeconfig,
+        prometheus_url=prometheus_url,
+        prometheus_timeout=prometheus_timeout,
+        prometheus_deadline=prometheus_deadline,
+        allowed_prometheus_urls=list(allowed_prometheus_url or []),
+        log_format=log_format.value,
+        verbose=verbose,
+        metrics_port=metrics_port or None,
+        liveness_port=health_port or None,
+        standalone=standalone,
+        resync_seconds=resync_seconds,
+        status_refresh_seconds=status_refresh_seconds,
+        webhooks=webhooks,
+        webhook_listen=webhook_listen,
+        webhook_port=webhook_port,
+        webhook_host=webhook_host,
+        webhook_service=webhook_service,
+        webhook_config_name=webhook_config_name,
+        webhook_cert=webhook_cert,
+        webhook_key=webhook_key,
+        webhook_ca=webhook_ca,
     )
+    try:
+        prometheus_allowlist(opts)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_UNREADABLE) from None
+    run_operator(opts)
 
 
 # Commands that come with the test kit (a distribution of its own, never in the operator image):

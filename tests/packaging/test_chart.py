@@ -166,6 +166,8 @@ def test_default_operator_args(render: Any) -> None:
         "--metrics-port=8080",
         "--health-port=8081",
         "--resync-seconds=30",
+        "--prometheus-timeout=10",
+        "--prometheus-deadline=30",
         "--standalone",
         "--webhooks",
         "--webhook-port=9443",
@@ -178,6 +180,11 @@ def test_args_follow_values(render: Any) -> None:
         "args"
     ]
     assert "--prometheus-url=http://prometheus-operated.monitoring.svc:9090" in args
+    allowed = container(render({"prometheus": {"allowedUrls": ["http://thanos:9090", "https://a.example"]}}))
+    assert [a for a in allowed["args"] if a.startswith("--allowed-prometheus-url")] == [
+        "--allowed-prometheus-url=http://thanos:9090",
+        "--allowed-prometheus-url=https://a.example",
+    ]
     assert [a for a in args if a.startswith("--namespace")] == ["--namespace=serving", "--namespace=batch"]
     assert "--verbose" in args
     c = container(render(VALUE_SETS["cert-manager"], namespace="ops"))
@@ -313,6 +320,8 @@ BAD_VALUES = [
     ({"operator": {"logFormat": "xml"}}, "operator.logFormat"),
     ({"operator": {"resyncSeconds": 0}}, "operator.resyncSeconds"),
     ({"prometheus": {"url": "prometheus:9090"}}, "prometheus.url"),
+    ({"prometheus": {"allowedUrls": ["file:///etc/passwd"]}}, "prometheus.allowedUrls.0"),
+    ({"prometheus": {"deadlineSeconds": 0}}, "prometheus.deadlineSeconds"),
     (
         {"webhook": {"certManager": {"issuerRef": {"name": "ca", "kind": "Vault"}}}},
         "webhook.certManager.issuerRef.kind",

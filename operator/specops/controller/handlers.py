@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from typing import Any
 
 import kopf
@@ -52,7 +53,10 @@ def register(
     evaluator: Evaluator | None = None,
     resync_seconds: float = 30.0,
     webhooks: bool = True,
+    allowed_prometheus_urls: Collection[str] | None = None,
 ) -> None:
+    """``allowed_prometheus_urls``: what spec.policy.prometheusUrl may name (None: anything)."""
+
     async def reconcile(namespace: str | None, name: str) -> None:
         if namespace is None:  # the resource is namespaced; kopf types allow None for others
             return
@@ -124,7 +128,7 @@ def register(
     def validate_resource(
         body: kopf.Body, warnings: list[str], operation: str | None = None, old: Any = None, **_: Any
     ) -> None:
-        verdict = review(operation or "", dict(body), dict(old) if old else None)
+        verdict = review(operation or "", dict(body), dict(old) if old else None, allowed_prometheus_urls)
         warnings.extend(verdict.warnings)
         if not verdict.allowed:
             raise kopf.AdmissionError(verdict.message, code=422)

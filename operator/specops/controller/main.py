@@ -15,6 +15,7 @@ import kopf
 from kubernetes import client
 from kubernetes import config as kube_config
 
+from specops.checks.admission import normalise_prometheus_url
 from specops.controller.certs import make_self_signed
 from specops.controller.evaluator import Evaluator
 from specops.controller.handlers import register
@@ -29,7 +30,10 @@ class OperatorOptions:
     namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
     kubeconfig: str | None = None  # None: in-cluster, else $KUBECONFIG / ~/.kube/config
     prometheus_url: str | None = None
-    prometheus_timeout: float = 10.0  # seconds per query; a query past it is an Error verdict
+    prometheus_timeout: float = 10.0  # seconds per read of a query; past it, an Error verdict
+    prometheus_deadline: float = 30.0  # seconds for all the queries of one evaluation, however slow
+    # URLs a resource's spec.policy.prometheusUrl may name, besides prometheus_url itself.
+    allowed_prometheus_urls: list[str] = field(default_factory=list)
     log_format: str = "text"  # text | json
     verbose: bool = False
     metrics_port: int | None = 8080
@@ -48,6 +52,18 @@ class OperatorOptions:
     webhook_key: str | None = None
     webhook_ca: str | None = None
     webhook_config_name: str = "specops.dev"
+
+
+def prometheus_allowlist(opts: OperatorOptions) -> tuple[str, ...]:
+    """The Prometheus URLs resources may name: the operator's own and the allowed ones.
+
+    Raises ValueError naming the flag when one is not an http(s) URL with a host."""
+    flagged = [("--prometheus-url", opts.prometheus_url)]
+    flagged += [("--allowed-prometheus-url", url) for url in opts.allowed_prometheus_urls]
+    for flag, url in flagged:
+        if url is not None and normalise_prometheus_url(url) is None:
+            raise ValueError(f"{flag} {url!r}: write an http:// or https:// URL with a host")
+    return tuple(dict.fromkeys(u for u in [opts.prometheus_url, *opts.allowed_prometheus_urls] if u))
 
 
 def api_client(kubeconfig: str | None) -> client.ApiClient:
@@ -114,18 +130,31 @@ def _webhook_server(opts: OperatorOptions) -> kopf.WebhookServer:
 
 def build(opts: OperatorOptions) -> tuple[kopf.OperatorRegistry, kopf.OperatorSettings, client.ApiClient]:
     """A registry and settings for one operator instance (tests build one per test)."""
+    allowed_urls = prometheus_allowlist(opts)
     api = api_client(opts.kubeconfig)
     registry = kopf.OperatorRegistry()
     settings = kopf.OperatorSettings()
     reconciler = Reconciler(Kube(api), status_refresh_seconds=opts.status_refresh_seconds)
     evaluator = (
         Evaluator(
-            reconciler, opts.prometheus_url, tuple(opts.namespaces), query_timeout=opts.prometheus_timeout
+            reconciler,
+            opts.prometheus_url,
+            tuple(opts.namespaces),
+            query_timeout=opts.prometheus_timeout,
+            allowed_urls=allowed_urls,
+            deadline=opts.prometheus_deadline,
         )
         if opts.evaluate
         else None
     )
-    register(registry, reconciler, evaluator, resync_seconds=opts.resync_seconds, webhooks=opts.webhooks)
+    register(
+        registry,
+        reconciler,
+        evaluator,
+        resync_seconds=opts.resync_seconds,
+        webhooks=opts.webhooks,
+        allowed_prometheus_urls=allowed_urls,
+    )
 
     cfg = api.configuration
 

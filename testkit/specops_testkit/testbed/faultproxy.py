@@ -8,6 +8,8 @@ Point the operator's Prometheus URL at the proxy and switch its fault at runtime
 pass       forward unchanged
 error      HTTP 500 with Prometheus's error JSON, upstream not asked
 slow       forward, answering only after ``delay`` seconds (headers included)
+trickle    forward, headers at once, then the body a few bytes every ``delay`` seconds: no single
+           read waits long, so only a deadline on the whole answer stops it
 nan        forward, every sample's value replaced with ``NaN`` (vectors, matrices, scalars)
 inf        the same with ``+Inf``
 empty      forward, every vector or matrix answer emptied (as for series that do not exist)
@@ -41,12 +43,14 @@ class Fault(StrEnum):
     PASS = "pass"
     ERROR = "error"
     SLOW = "slow"
+    TRICKLE = "trickle"
     NAN = "nan"
     INF = "inf"
     EMPTY = "empty"
     GARBAGE = "garbage"
 
 
+TRICKLE_BYTES = 8  # body bytes per piece in trickle mode
 _REPLACEMENT = {Fault.NAN: "NaN", Fault.INF: "+Inf"}
 
 
@@ -142,7 +146,24 @@ class FaultProxy:
             # Anything that is not a query answer is forwarded as it came.
             with contextlib.suppress(ValueError, KeyError, TypeError, IndexError):
                 raw = json.dumps(rewrite(json.loads(raw), fault)).encode()
+        if fault is Fault.TRICKLE:
+            return await self._trickle(request, raw, status, ctype, delay)
         return web.Response(body=raw, status=status, headers={"Content-Type": ctype})
+
+    async def _trickle(
+        self, request: web.Request, raw: bytes, status: int, ctype: str, delay: float
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(status=status, headers={"Content-Type": ctype})
+        resp.content_length = len(raw)
+        await resp.prepare(request)
+        try:
+            for i in range(0, len(raw), TRICKLE_BYTES):
+                await resp.write(raw[i : i + TRICKLE_BYTES])
+                await asyncio.sleep(delay)
+            await resp.write_eof()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            pass  # the client gave up: what a deadline is for
+        return resp
 
     async def serve(self) -> None:
         """Serve until ``stop`` (the thread's main; also usable in a running loop)."""
@@ -191,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9091)
     parser.add_argument("--mode", choices=[f.value for f in Fault], default=Fault.PASS.value)
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds, for --mode slow")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds, for --mode slow and trickle")
     args = parser.parse_args(argv)
     proxy = FaultProxy(args.upstream, args.host, args.port)
     proxy.set(args.mode, args.delay)
