@@ -6,11 +6,17 @@ weights is a byte of KV cache lost, one for one.  vLLM sizes the KV cache by its
 the others' KV is capped to match, so the draft costs N times its size in KV cache.  Figures are
 per replica, in GiB (2^30 bytes).  They leave out vLLM's activation and CUDA graph reserve (a few
 GiB per GPU), so real KV capacity is somewhat lower: treat concurrency as an upper bound.
+
+With ``spec.rollout.strategy: HotSwap`` each pod runs both engines on the same GPUs, one asleep
+(``plan_hot_swap``, docs/operator.md "Hot swap"): the awake engine's share plus what the sleeping
+one still holds (its CUDA context and CUDA graphs) must fit each GPU, and the sleeping engine's
+weights sit in host RAM.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +29,7 @@ from specops.api.v1alpha1 import (
     KVCacheDType,
     Method,
     Quantization,
+    RolloutStrategy,
     SpeculativeInferenceSpec,
     parse_parameter_count,
 )
@@ -107,6 +114,7 @@ class BudgetPlan(HasFindings):
     max_concurrent_sequences_without_draft: int | None
     max_model_len: int
     extras: dict[str, Any] = field(default_factory=dict)
+    hot_swap: HotSwapBudget | None = None  # strategy HotSwap only
 
     @property
     def fits(self) -> bool:
@@ -473,6 +481,20 @@ def plan_budget(spec: SpeculativeInferenceSpec) -> BudgetPlan:
                         )
                     )
 
+    hot_swap = None
+    if spec.rollout.effective_strategy is RolloutStrategy.HOT_SWAP and target_w and draft_w is not None:
+        draft_per_gpu_w = draft_w / draft_tp if draft_tp > 1 else draft_w
+        hot_swap = plan_hot_swap(
+            spec,
+            gpus=used_gpus,
+            per_gpu_gib=per_gpu,
+            target_weights_gib=target_w,
+            draft_weights_gib=draft_w,
+            draft_weights_per_gpu_gib=draft_per_gpu_w,
+            sequences=(seqs_with, seqs_without),
+        )
+        findings += hot_swap.findings
+
     return BudgetPlan(
         findings=tuple(findings),
         vram_gib=_r(vram),
@@ -486,4 +508,179 @@ def plan_budget(spec: SpeculativeInferenceSpec) -> BudgetPlan:
         max_concurrent_sequences_without_draft=seqs_without,
         max_model_len=max_len,
         extras=extras,
+        hot_swap=hot_swap,
+    )
+
+
+# ------------------------------------------------------------------------------------ hot swap
+
+# What a sleeping engine keeps on each GPU (level 1 frees weights and KV cache, not the CUDA context
+# nor the CUDA graphs): a line through two reported figures, about 1.2 GiB for a 3B model (6 GiB of
+# BF16 weights on one GPU) and "several GiB per GPU" for very large models, read as 4 GiB for 55 GiB
+# of weights per GPU (Qwen3-235B-A22B-FP8 on 4 GPUs).  docs/domain.md#switching.
+SLEEP_RESIDUAL_BASE_GIB = 0.85
+SLEEP_RESIDUAL_PER_WEIGHT_GIB = 0.057
+F_UTIL = "spec.resources.gpuMemoryUtilization"
+F_STRATEGY = "spec.rollout.strategy"
+F_HOST_MEMORY = "spec.resources.memory"
+_BYTE_SUFFIX = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+_BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?\s*$")
+
+
+def sleeping_residual_gib(weights_per_gpu_gib: float) -> float:
+    """GPU memory per GPU that a level-1 sleeping engine with these weights per GPU still holds."""
+    return SLEEP_RESIDUAL_BASE_GIB + SLEEP_RESIDUAL_PER_WEIGHT_GIB * weights_per_gpu_gib
+
+
+def quantity_gib(text: str) -> float | None:
+    """A Kubernetes memory quantity ('64Gi', '70G', '1.5Ti') in GiB; None when not one."""
+    m = _BYTES.match(text)
+    if not m:
+        return None
+    return float(m.group(1)) * _BYTE_SUFFIX[m.group(2) or ""] / GIB
+
+
+@dataclass(frozen=True, slots=True)
+class EngineShare:
+    """One engine of a hot-swap pod: its --gpu-memory-utilization and what it holds."""
+
+    gpu_memory_utilization: float
+    weights_per_gpu_gib: float
+    sleeping_residual_gib: float  # per GPU, while asleep
+    other_residual_gib: float  # per GPU: what the other engine holds asleep beside it
+    kv_cache_gib: float  # per replica, while awake
+    max_concurrent_sequences: int | None
+    host_memory_asleep_gib: float  # per replica: its weights, offloaded while asleep
+
+
+@dataclass(frozen=True, slots=True)
+class HotSwapBudget(HasFindings):
+    """Both engines of a hot-swap pod on the same GPUs, one asleep (sleep level 1).
+
+    Per GPU, an awake engine may use its share (``utilization x GPU``, vLLM's requested memory: it
+    sizes its KV cache to fill it) while the other sleeps beside it, so each share is capped at
+    ``1 - residual(other) / GPU``.  The same bound lets the second engine start: it starts while
+    the first sleeps, and vLLM refuses to start with less free memory than its share.  Host RAM
+    peaks mid-swap, when the awake engine has gone to sleep and the other has not woken yet: both
+    engines' weights (target twice, draft once).  Process memory outside the weights is not counted.
+    """
+
+    findings: tuple[Finding, ...]
+    speculative: EngineShare
+    baseline: EngineShare
+    host_memory_peak_gib: float  # per replica
+
+    def as_dict(self) -> dict[str, Any]:
+        def engine(e: EngineShare) -> dict[str, Any]:
+            return {
+                "gpu_memory_utilization": e.gpu_memory_utilization,
+                "weights_per_gpu_gib": round(e.weights_per_gpu_gib, 2),
+                "sleeping_residual_gib_per_gpu": round(e.sleeping_residual_gib, 2),
+                "kv_cache_gib": round(e.kv_cache_gib, 2),
+                "max_concurrent_sequences": e.max_concurrent_sequences,
+                "host_memory_asleep_gib": round(e.host_memory_asleep_gib, 2),
+            }
+
+        return {
+            "speculative": engine(self.speculative),
+            "baseline": engine(self.baseline),
+            "host_memory_peak_gib": round(self.host_memory_peak_gib, 2),
+        }
+
+
+def _share_cap(per_gpu_gib: float, other_residual_gib: float) -> float:
+    """The largest share (two decimals, rounded down) that leaves room for the other's residual."""
+    return math.floor((1 - other_residual_gib / per_gpu_gib) * 100) / 100
+
+
+def plan_hot_swap(
+    spec: SpeculativeInferenceSpec,
+    *,
+    gpus: int,
+    per_gpu_gib: float,
+    target_weights_gib: float,
+    draft_weights_gib: float,
+    draft_weights_per_gpu_gib: float,
+    sequences: tuple[int | None, int | None],
+) -> HotSwapBudget:
+    """Each engine's share, KV cache and host RAM in a hot-swap pod, with what cannot work.
+
+    ``sequences``: the speculative and baseline pods' concurrency at the resource's own share, which
+    the engines' concurrency is scaled from (both come from the same KV bytes per sequence)."""
+    util = spec.resources.gpu_memory_utilization
+    base_w = target_weights_gib / gpus
+    spec_w = base_w + draft_weights_per_gpu_gib
+    residual = {"spec": sleeping_residual_gib(spec_w), "base": sleeping_residual_gib(base_w)}
+    findings: list[Finding] = []
+
+    def share(weights: float, other: str, seqs_at_util: int | None, host: float, what: str) -> EngineShare:
+        cap = _share_cap(per_gpu_gib, residual[other])
+        u = min(util, cap)
+        if u < util:
+            findings.append(
+                warning(
+                    "HotSwapShareLowered",
+                    F_UTIL,
+                    f"the {what} engine runs at --gpu-memory-utilization {u:g}, not {util:g}, so the "
+                    f"other engine's {residual[other]:.1f} GiB per GPU (its CUDA context and graphs "
+                    f"while asleep) fits beside it",
+                )
+            )
+        kv = gpus * (u * per_gpu_gib - weights)
+        kv_at_util = gpus * (util * per_gpu_gib - weights)
+        seqs = None
+        if seqs_at_util is not None and kv_at_util > 0:
+            seqs = max(0, math.floor(seqs_at_util * max(kv, 0.0) / kv_at_util))
+        return EngineShare(
+            gpu_memory_utilization=u,
+            weights_per_gpu_gib=weights,
+            sleeping_residual_gib=residual["spec" if other == "base" else "base"],
+            other_residual_gib=residual[other],
+            kv_cache_gib=kv,
+            max_concurrent_sequences=seqs,
+            host_memory_asleep_gib=host,
+        )
+
+    speculative = share(spec_w, "base", sequences[0], target_weights_gib + draft_weights_gib, "speculative")
+    baseline = share(base_w, "spec", sequences[1], target_weights_gib, "baseline")
+    for what, engine in (("speculative", speculative), ("baseline", baseline)):
+        if engine.kv_cache_gib <= 0 or engine.max_concurrent_sequences == 0:
+            problem = (
+                "cannot hold its weights"
+                if engine.kv_cache_gib <= 0
+                else "leaves no KV cache for one sequence"
+            )
+            findings.append(
+                error(
+                    "HotSwapDoesNotFit",
+                    F_STRATEGY,
+                    f"with both engines on each GPU the {what} engine gets "
+                    f"{engine.gpu_memory_utilization:g} of {per_gpu_gib:g} GiB per GPU beside the "
+                    f"other's {engine.other_residual_gib:.1f} GiB asleep, which {problem} "
+                    f"({engine.weights_per_gpu_gib:.1f} GiB of weights per GPU): quantize the target "
+                    "or the draft, add GPUs (resources.gpusPerReplica, "
+                    "target.tensorParallelSize), or use strategy Restart or Surge",
+                )
+            )
+    peak = 2 * target_weights_gib + draft_weights_gib
+    limit_text = spec.resources.memory
+    if limit_text:
+        limit = quantity_gib(limit_text)
+        needed = speculative.host_memory_asleep_gib
+        if limit is not None and limit < needed:
+            findings.append(
+                error(
+                    "HostMemoryTooSmall",
+                    F_HOST_MEMORY,
+                    f"each engine container gets {limit_text} of host memory, but the speculative "
+                    f"engine asleep holds {needed:.1f} GiB of weights (target and draft) in it: set "
+                    f"spec.resources.memory to at least {math.ceil(needed + 8)}Gi (weights plus the "
+                    "process), or use strategy Restart or Surge",
+                )
+            )
+    return HotSwapBudget(
+        findings=tuple(findings), speculative=speculative, baseline=baseline, host_memory_peak_gib=peak
     )
