@@ -72,7 +72,7 @@ def test_temperature_mapping_hits_the_band() -> None:
 
 @pytest.mark.parametrize("profile", ["fast", "defaults"])
 @pytest.mark.parametrize("shape", ["square", "random"])
-def test_noise_around_the_threshold_switches_at_most_once(profile: str, shape: str) -> None:
+def test_noise_around_the_threshold_falls_back_once_and_backs_off_probes(profile: str, shape: str) -> None:
     result = run_scenario(noisy(shape), spec(profile), strategies=(SPECOPS,))
     run = result.runs[SPECOPS]
     seen = [
