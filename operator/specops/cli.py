@@ -175,16 +175,6 @@ def plan_as_table(si: SpeculativeInference, report: CheckReport) -> str:
                  f"{e.host_memory_asleep_gib:.2f} GiB of host RAM"),
             ]  # fmt: skip
         rows.append(("host RAM per replica, peak", f"{hs.host_memory_peak_gib:.2f} GiB (mid-swap)"))
-    if b.hot_swap is not None:
-        hs = b.hot_swap
-        for label, e in (("speculative", hs.speculative), ("baseline", hs.baseline)):
-            rows += [
-                (f"hot swap: {label} engine", f"--gpu-memory-utilization {e.gpu_memory_utilization:g}, "
-                 f"KV cache {e.kv_cache_gib:.2f} GiB, {_fmt(e.max_concurrent_sequences)} sequences"),
-                ("  ... asleep", f"{e.sleeping_residual_gib:.2f} GiB per GPU, "
-                 f"{e.host_memory_asleep_gib:.2f} GiB of host RAM"),
-            ]  # fmt: skip
-        rows.append(("host RAM per replica, peak", f"{hs.host_memory_peak_gib:.2f} GiB (mid-swap)"))
     derived = derive_for_resource(si)
     if derived is not None:
         table, source = derived
