@@ -24,12 +24,14 @@ from specops.api.v1alpha1 import (
     Quantization,
     RolloutStrategy,
     SpeculativeInference,
+    TokensPerBatchSizeMode,
     parse_duration,
 )
 from specops.render.manifests import RESERVED_LABELS
 from specops.vllm.budget import BudgetPlan, plan_budget
 from specops.vllm.dialect import (
     BITSANDBYTES_REMOVED,
+    CONFIG_KEY_GATES,
     DRAFT_TP_MUST_MATCH_SINCE,
     MANAGED_FLAGS,
     MIN_SUPPORTED,
@@ -41,6 +43,7 @@ from specops.vllm.dialect import (
     sleep_mode_gate,
     speculative_config_keys,
 )
+from specops.vllm.speculation_table import VLLM_TABLE_KEY, derive_for_spec
 
 # Pools are named <name>-spec / <name>-base and the Service <name>: DNS-1035 labels of <= 63.
 MAX_NAME_LENGTH = 58
@@ -506,16 +509,21 @@ def check_version(si: SpeculativeInference) -> list[Finding]:
                 "raise spec.vllm.version (and the image) or choose another method",
             )
         )
-    if spec.speculation.tokens_per_batch_size and (
-        dialect_for(version) is Dialect.LEGACY
-        or ("num_speculative_tokens_per_batch_size" not in speculative_config_keys(version))
+    auto_table = spec.speculation.tokens_per_batch_size_mode is TokensPerBatchSizeMode.AUTO
+    if (spec.speculation.tokens_per_batch_size or auto_table) and (
+        dialect_for(version) is Dialect.LEGACY or VLLM_TABLE_KEY not in speculative_config_keys(version)
     ):
+        needs = CONFIG_KEY_GATES[VLLM_TABLE_KEY].describe()
+        if auto_table:
+            field, fix = "spec.speculation.tokensPerBatchSizeMode", "set tokensPerBatchSizeMode: Manual"
+        else:
+            field, fix = "spec.speculation.tokensPerBatchSize", "remove spec.speculation.tokensPerBatchSize"
         out.append(
             error(
                 "KeyUnsupportedByVersion",
-                "spec.speculation.tokensPerBatchSize",
-                f"vLLM {vtext} has no k-by-batch-size table; remove "
-                "spec.speculation.tokensPerBatchSize or raise spec.vllm.version",
+                field,
+                f"vLLM {vtext} has no k-by-batch-size table (it needs {needs}); {fix} or raise "
+                "spec.vllm.version",
             )
         )
     draft = spec.speculation.draft
@@ -554,6 +562,36 @@ def check_version(si: SpeculativeInference) -> list[Finding]:
             )
         )
     return out
+
+
+def check_speculation_table(si: SpeculativeInference, budget: BudgetPlan) -> list[Finding]:
+    """tokensPerBatchSizeMode Auto needs a table SpecOps can derive, and one that drafts somewhere."""
+    spec = si.spec
+    if spec.speculation.tokens_per_batch_size_mode is not TokensPerBatchSizeMode.AUTO or budget.errors:
+        return []
+    field = "spec.speculation.tokensPerBatchSizeMode"
+    table = derive_for_spec(spec)
+    if table is None:
+        return [
+            error(
+                "SpeculationTableUnderivable",
+                field,
+                "Auto derives the table from each model's size and layer count: set "
+                "spec.target.architecture (and spec.speculation.draft.architecture) for a model "
+                "outside the catalog, or set tokensPerBatchSizeMode: Manual",
+            )
+        ]
+    if not table.drafts:
+        return [
+            warning(
+                "SpeculationNeverPays",
+                field,
+                "at the catalog's prior acceptance for this method the derived table drafts at no "
+                "batch size: the speculative pool would pay the draft's memory for nothing until "
+                "live acceptance says otherwise",
+            )
+        ]
+    return []
 
 
 def check_extra_args(si: SpeculativeInference) -> list[Finding]:
@@ -630,6 +668,7 @@ def check_resource(si: SpeculativeInference) -> CheckReport:
         *check_bounds(si),
         *check_scrape_window(si),
         *check_version(si),
+        *check_speculation_table(si, budget),
         *check_extra_args(si),
         *check_pod_labels(si),
         *check_pod_fields(si),

@@ -9,8 +9,10 @@ speculation, so the two pools differ in exactly one thing.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -26,6 +28,7 @@ from specops.api.v1alpha1 import (
     Quantization,
     SpeculativeInference,
     SpeculativeInferenceSpec,
+    TokensPerBatchSizeMode,
     parse_duration,
 )
 from specops.vllm.budget import plan_budget
@@ -39,6 +42,10 @@ from specops.vllm.dialect import (
     speculative_config_keys,
     vllm_method_name,
 )
+from specops.vllm.speculation_table import VLLM_TABLE_KEY, derive_for_spec
+
+# Rows of vLLM's k-by-batch-size table, [start_bs, end_bs, k] (its num_speculative_tokens_per_batch_size).
+SpeculationRows = Sequence[Sequence[int]]
 
 MANAGED_BY = "specops"
 LABEL_NAME = "app.kubernetes.io/name"
@@ -140,8 +147,40 @@ def pool_labels(name: str, pool: Pool) -> dict[str, str]:
 # ------------------------------------------------------------------------------------ vLLM args
 
 
-def speculative_config(spec: SpeculativeInferenceSpec, version: Version) -> dict[str, Any]:
-    """The --speculative-config object, holding only keys ``version`` accepts."""
+def speculation_rows(
+    spec: SpeculativeInferenceSpec, derived: SpeculationRows | None = None
+) -> list[list[int]] | None:
+    """The k-by-batch-size table the speculative pool runs: the user's ``tokensPerBatchSize``, or
+    with ``tokensPerBatchSizeMode: Auto`` ``derived`` (the table the operator decided to run;
+    default: the one derived from the catalog's prior acceptance).  None: no table."""
+    s = spec.speculation
+    if s.tokens_per_batch_size:
+        return [
+            [r.min_batch_size, r.max_batch_size, r.num_speculative_tokens] for r in s.tokens_per_batch_size
+        ]
+    if s.tokens_per_batch_size_mode is not TokensPerBatchSizeMode.AUTO:
+        return None
+    if derived is not None:
+        return [list(row) for row in derived]
+    table = derive_for_spec(spec)
+    return table.vllm_rows() if table is not None else None  # validation refuses Auto without one
+
+
+def speculation_rows_in(args: Sequence[str]) -> list[list[int]] | None:
+    """The k-by-batch-size table a rendered container's args carry (None: none), to read back
+    what a running speculative Deployment runs."""
+    for flag, value in itertools.pairwise(args):
+        if flag == "--speculative-config":
+            rows = json.loads(value).get(VLLM_TABLE_KEY)
+            return [list(map(int, row)) for row in rows] if rows else None
+    return None
+
+
+def speculative_config(
+    spec: SpeculativeInferenceSpec, version: Version, derived: SpeculationRows | None = None
+) -> dict[str, Any]:
+    """The --speculative-config object, holding only keys ``version`` accepts (``derived``: the
+    table to render with ``tokensPerBatchSizeMode: Auto``, see ``speculation_rows``)."""
     s = spec.speculation
     cfg: dict[str, Any] = {"num_speculative_tokens": s.num_speculative_tokens}
     method_name = vllm_method_name(version, s.method)
@@ -158,11 +197,9 @@ def speculative_config(spec: SpeculativeInferenceSpec, version: Version) -> dict
         ngram = s.ngram
         cfg["prompt_lookup_min"] = ngram.prompt_lookup_min if ngram else 2
         cfg["prompt_lookup_max"] = ngram.prompt_lookup_max if ngram else 5
-    if s.tokens_per_batch_size:
-        cfg["num_speculative_tokens_per_batch_size"] = [
-            [row.min_batch_size, row.max_batch_size, row.num_speculative_tokens]
-            for row in s.tokens_per_batch_size
-        ]
+    rows = speculation_rows(spec, derived)
+    if rows:
+        cfg[VLLM_TABLE_KEY] = rows
     allowed = speculative_config_keys(version)
     return {k: v for k, v in cfg.items() if k in allowed}
 
@@ -194,11 +231,11 @@ def legacy_speculative_args(spec: SpeculativeInferenceSpec, version: Version) ->
     return args
 
 
-def speculative_args(spec: SpeculativeInferenceSpec) -> list[str]:
+def speculative_args(spec: SpeculativeInferenceSpec, derived: SpeculationRows | None = None) -> list[str]:
     version = parse_version(spec.vllm.version)
     if dialect_for(version) is Dialect.LEGACY:
         return legacy_speculative_args(spec, version)
-    cfg = speculative_config(spec, version)
+    cfg = speculative_config(spec, version, derived)
     return ["--speculative-config", json.dumps(cfg, sort_keys=True, separators=(",", ":"))]
 
 
@@ -206,7 +243,9 @@ def served_model_name(spec: SpeculativeInferenceSpec) -> str:
     return spec.vllm.served_model_name or spec.target.model
 
 
-def vllm_args(spec: SpeculativeInferenceSpec, pool: Pool) -> list[str]:
+def vllm_args(
+    spec: SpeculativeInferenceSpec, pool: Pool, derived: SpeculationRows | None = None
+) -> list[str]:
     """The container args (the vllm-openai image's entrypoint is the API server)."""
     t = spec.target
     version = parse_version(spec.vllm.version)
@@ -230,7 +269,7 @@ def vllm_args(spec: SpeculativeInferenceSpec, pool: Pool) -> list[str]:
         if t.quantization is Quantization.BITSANDBYTES and version < BITSANDBYTES_LOAD_FORMAT_UNTIL:
             args += ["--load-format", "bitsandbytes"]
     if pool is Pool.SPECULATIVE:
-        args += speculative_args(spec)
+        args += speculative_args(spec, derived)
     return args + list(spec.vllm.extra_args)
 
 
@@ -336,9 +375,13 @@ def _probes(startup_timeout: int) -> dict[str, Any]:
 
 
 def render_pool_deployment(
-    si: SpeculativeInference, pool: Pool, replicas: int, owner: OwnerRef | None = None
+    si: SpeculativeInference,
+    pool: Pool,
+    replicas: int,
+    owner: OwnerRef | None = None,
+    derived: SpeculationRows | None = None,
 ) -> dict[str, Any]:
-    """The Deployment of one pool with ``replicas`` pods."""
+    """The Deployment of one pool with ``replicas`` pods (``derived``: see ``speculation_rows``)."""
     spec = si.spec
     name = si.metadata.name
     labels = pool_labels(name, pool)
@@ -353,7 +396,7 @@ def render_pool_deployment(
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": spec.vllm.image,
-        "args": vllm_args(spec, pool),
+        "args": vllm_args(spec, pool, derived),
         "ports": [{"name": PORT_NAME, "containerPort": spec.vllm.port, "protocol": "TCP"}],
         "env": _env(spec),
         "resources": _resources(spec),
@@ -463,12 +506,17 @@ def render_pod_monitor(si: SpeculativeInference, owner: OwnerRef | None = None) 
 
 
 def render_all(
-    si: SpeculativeInference, split: PoolSplit | None = None, owner: OwnerRef | None = None
+    si: SpeculativeInference,
+    split: PoolSplit | None = None,
+    owner: OwnerRef | None = None,
+    derived: SpeculationRows | None = None,
 ) -> list[dict[str, Any]]:
-    """Speculative Deployment, baseline Deployment, Service, in that order."""
+    """Speculative Deployment, baseline Deployment, Service, in that order.  ``derived``: the
+    k-by-batch-size table the speculative pool is to run with ``tokensPerBatchSizeMode: Auto``
+    (default: derived from the catalog's prior; the operator passes the one it decided on)."""
     split = split or initial_split(si.spec)
     return [
-        render_pool_deployment(si, Pool.SPECULATIVE, split.speculative, owner),
+        render_pool_deployment(si, Pool.SPECULATIVE, split.speculative, owner, derived),
         render_pool_deployment(si, Pool.BASELINE, split.baseline, owner),
         render_service(si, owner),
     ]
