@@ -19,8 +19,8 @@ from specops_testkit.emulator.calibration import demo_acceptance
 from specops_testkit.testbed.loadgen import endpoints_resolver, run_load
 from specops_testkit.testbed.scenario import Scenario
 from specops_testkit.testbed.stack import Testbed
-from tests.cluster import local_only, wait_for
-from tests.conftest import load_example
+from tests.support.live_cluster import local_only, wait_for
+from tests.support.resources import load_example
 
 pytestmark = pytest.mark.integration
 

@@ -37,7 +37,8 @@ from kubernetes.client.exceptions import ApiException
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops.controller.kube import Kube
 from specops_testkit.testbed.stack import Testbed
-from tests.cluster import (
+from tests.support.closed_loop import LOW_QPS, NAME, Load, demo_doc
+from tests.support.live_cluster import (
     condition,
     create_si,
     deployment,
@@ -47,8 +48,7 @@ from tests.cluster import (
     operator_writes,
     wait_for,
 )
-from tests.integration.test_operator import example
-from tests.integration.test_policy_loop import LOW_QPS, NAME, Load, demo_doc
+from tests.support.resources import example_doc
 
 pytestmark = [pytest.mark.integration, local_only]
 REPLICAS = 3
@@ -135,10 +135,6 @@ class PoolWatcher:
         self._stop.set()
         self._thread.join(5)
         return self.samples
-
-
-def reasons(si: dict[str, Any]) -> list[str]:
-    return [d["reason"] for d in si.get("status", {}).get("decisions", [])]
 
 
 def hot_switch(api: client.ApiClient, ns: str) -> tuple[Load, PoolWatcher]:
@@ -263,7 +259,7 @@ def test_other_field_manager_on_the_pools(
     (nothing it sets is still drifting: no write loop)."""
     ns = namespace
     op = start_operator(webhooks=False, resync_seconds=1.0, evaluate=False)
-    doc = example()
+    doc = example_doc()
     doc["spec"]["replicas"] = 1
     create_si(api, ns, doc)
     name = doc["metadata"]["name"]
@@ -381,7 +377,7 @@ def test_status_written_between_read_and_patch_is_not_lost(
     monkeypatch.setattr(Kube, "patch_status", racing_patch)
     t0 = time.time() - 1
     op = start_operator(webhooks=False, resync_seconds=1.0, evaluate=False)
-    doc = example()
+    doc = example_doc()
     doc["spec"]["replicas"] = 1
     create_si(api, ns, doc)
     wait_for(

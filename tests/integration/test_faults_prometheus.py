@@ -27,8 +27,8 @@ from specops_testkit.testbed.faultproxy import Fault, FaultProxy
 from specops_testkit.testbed.loadgen import endpoints_resolver, run_load
 from specops_testkit.testbed.scenario import Scenario
 from specops_testkit.testbed.stack import Testbed
-from tests.cluster import condition, create_si, event_reasons, get_si, wait_for
-from tests.integration.test_policy_loop import NAME, demo_doc, reasons, wait_mode, wait_split
+from tests.support.closed_loop import NAME, decision_reasons, demo_doc, wait_mode, wait_split
+from tests.support.live_cluster import condition, create_si, event_reasons, get_si, wait_for
 
 pytestmark = pytest.mark.integration
 MODEL = "RedHatAI/Meta-Llama-3.1-70B-Instruct-quantized.w8a8"
@@ -127,12 +127,12 @@ def test_failing_prometheus_holds_the_mode_then_recovers(
             # Held through more errors than onMetricsUnavailable=Baseline would need to fall back.
             s = wait_for(lambda: (s := status(api, ns)).get("counters", {}).get("errors", 0) >= 6 and s, 60,
                          f"6 errors in a row on {fault}")  # fmt: skip
-            assert (s["mode"], s["verdict"], reasons({"status": s})) == ("Speculative", "Error", []), s
+            assert (s["mode"], s["verdict"], s.get("decisions", [])) == ("Speculative", "Error", []), s
             wait_for(lambda n=errors_before: evaluations("Error") - n >= 6, 10, "6 Error evaluations counted")
             proxy.set(Fault.PASS)
             s = wait_verdict(api, ns, "Healthy")
             assert metrics_condition(api, ns)["status"] == "True"
-            assert (s["mode"], reasons({"status": s}), s.get("counters", {}).get("errors", 0)) == (
+            assert (s["mode"], decision_reasons({"status": s}), s.get("counters", {}).get("errors", 0)) == (
                 "Speculative",
                 [],
                 0,
@@ -160,7 +160,7 @@ def test_nan_inf_and_empty_answers_are_no_data_never_a_breach(
             wait_for(lambda n=no_data_before: evaluations("NoData") - n >= 5, 60, f"5 evaluations on {fault}")
             s = status(api, ns)
             assert evaluations("Breach") == breaches_before
-            assert (s["mode"], s["verdict"], reasons({"status": s})) == ("Speculative", "NoData", []), s
+            assert (s["mode"], s["verdict"], s.get("decisions", [])) == ("Speculative", "NoData", []), s
             assert not {k: v for k, v in s.get("counters", {}).items() if v}, s
             proxy.set(Fault.PASS)
             wait_verdict(api, ns, "Healthy")
@@ -177,16 +177,16 @@ def test_baseline_policy_falls_back_once(api: client.ApiClient, proxy: FaultProx
     fallbacks_before = REGISTRY.get_sample_value("specops_decisions_total", key) or 0.0
     proxy.set(Fault.ERROR)
     s = wait_mode(api, ns, "Baseline", 60)
-    assert reasons(s) == ["MetricsUnavailable"], s["status"]["decisions"]
+    assert decision_reasons(s) == ["MetricsUnavailable"], s["status"]["decisions"]
     assert s["status"]["decisions"][-1]["message"].startswith("3 evaluations in a row without metrics")
     wait_split(api, ns, 0, 2, 60)
     # The fault lasts: errors keep counting, the fallback is not repeated.
     s = wait_for(lambda: (s := get_si(api, ns, NAME))["status"].get("counters", {}).get("errors", 0) >= 10 and s, 60,
                  "10 errors in a row")  # fmt: skip
-    assert (s["status"]["mode"], reasons(s)) == ("Baseline", ["MetricsUnavailable"]), s["status"]
+    assert (s["status"]["mode"], decision_reasons(s)) == ("Baseline", ["MetricsUnavailable"]), s["status"]
     assert (REGISTRY.get_sample_value("specops_decisions_total", key) or 0.0) - fallbacks_before == 1
     proxy.set(Fault.PASS)
     wait_for(lambda: metrics_condition(api, ns).get("status") == "True", 60, "MetricsAvailable=True again")
     s = get_si(api, ns, NAME)
-    assert (s["status"]["mode"], reasons(s)) == ("Baseline", ["MetricsUnavailable"]), s["status"]
+    assert (s["status"]["mode"], decision_reasons(s)) == ("Baseline", ["MetricsUnavailable"]), s["status"]
     assert not s["status"].get("counters", {}).get("errors"), s["status"]["counters"]

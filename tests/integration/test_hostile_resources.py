@@ -14,16 +14,14 @@ from collections import Counter
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from specops_testkit.testbed.stack import Testbed
-from tests.cluster import condition, create_si, get_si, local_only, operator_writes, wait_for
-from tests.conftest import EXAMPLES
-from tests.reliability.strategies import Hostile, hostile_resources
-from tests.reliability.test_fuzz import refusal
+from tests.support.hostile import Hostile, hostile_resources, refusal
+from tests.support.live_cluster import condition, create_si, get_si, local_only, operator_writes, wait_for
+from tests.support.resources import example_doc
 
 pytestmark = pytest.mark.integration
 PER_TEST = 20
@@ -85,8 +83,7 @@ def objects(api: client.ApiClient, namespace: str, name: str) -> list[str]:
 def _wait_webhook_effective(api: client.ApiClient, namespace: str) -> None:
     """The API server calls a new webhook only once its informer has the configuration (and, with
     failurePolicy Ignore, lets everything in until then): dry-run the invalid example until refused."""
-    bad = yaml.safe_load((EXAMPLES / "invalid-bf16-on-h100.yaml").read_text())
-    bad["metadata"]["namespace"] = namespace
+    bad = example_doc("invalid-bf16-on-h100.yaml", namespace)
     custom = client.CustomObjectsApi(api)
 
     def refused() -> bool:
@@ -225,7 +222,7 @@ def test_a_deployment_the_apiserver_refuses_is_reported_once(
     status says why, one event, nothing created, no errors; the apply is retried once a resync."""
     caplog.set_level(logging.INFO)
     start_operator(resync_seconds=2.0)
-    doc = yaml.safe_load((EXAMPLES / "ngram-summarization.yaml").read_text())
+    doc = example_doc("ngram-summarization.yaml")
     doc["spec"]["resources"]["affinity"] = {
         "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}
     }

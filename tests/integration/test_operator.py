@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops_testkit.testbed.stack import Testbed
-from tests.cluster import (
+from tests.support.live_cluster import (
     POD_MONITOR_CRD,
     condition,
     create_si,
@@ -29,14 +29,9 @@ from tests.cluster import (
     patch_si,
     wait_for,
 )
-from tests.conftest import EXAMPLES
+from tests.support.resources import example_doc
 
 pytestmark = pytest.mark.integration
-
-
-def example(name: str = "llama70b-int8-h100.yaml") -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
-    return doc
 
 
 def spec_args(api: client.ApiClient, ns: str, name: str) -> list[str]:
@@ -52,7 +47,7 @@ def write_doc(tmp_path: Path, doc: dict[str, Any]) -> str:
 
 def test_lifecycle_create_update_delete(api: client.ApiClient, namespace: str, start_operator: Any) -> None:
     start_operator()
-    create_si(api, namespace, example())
+    create_si(api, namespace, example_doc())
     name = "llama70b-chat"
     spec_dep = wait_for(lambda: deployment(api, namespace, f"{name}-spec"), 20, "the speculative Deployment")
     base_dep = wait_for(lambda: deployment(api, namespace, f"{name}-base"), 20, "the baseline Deployment")
@@ -113,7 +108,7 @@ def test_lifecycle_create_update_delete(api: client.ApiClient, namespace: str, s
 
 def test_drift_is_restored(api: client.ApiClient, namespace: str, start_operator: Any) -> None:
     start_operator()
-    doc = example()
+    doc = example_doc()
     doc["spec"]["replicas"] = 1
     create_si(api, namespace, doc)
     name = "llama70b-chat"
@@ -142,7 +137,7 @@ def test_switch_with_max_surge_never_loses_a_ready_replica(
     """spec.rollout.maxSurge: 1 on the real API server: pinned to Baseline, the pools go from 2/0 to
     0/2 through 2/1, 1/1, 1/2, 0/2; at most 3 pods asked for, never fewer than 2 ready once up."""
     start_operator(resync_seconds=1.0)
-    doc = example()
+    doc = example_doc()
     doc["spec"]["replicas"] = 2
     doc["spec"]["rollout"] = {"maxSurge": 1}
     create_si(api, namespace, doc)
@@ -180,7 +175,7 @@ def test_scale_subresource_and_hpa(
     api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any
 ) -> None:
     start_operator()
-    doc = example("ngram-summarization.yaml")
+    doc = example_doc("ngram-summarization.yaml")
     create_si(api, namespace, doc)
     name = "summarizer"
     wait_for(lambda: deployment(api, namespace, f"{name}-spec"), 20, "the speculative Deployment")
@@ -224,7 +219,7 @@ def test_webhook_rejects_invalid_and_warns(
     api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any, tmp_path: Path
 ) -> None:
     start_operator()
-    bad = example("invalid-bf16-on-h100.yaml")
+    bad = example_doc("invalid-bf16-on-h100.yaml")
     bad["metadata"]["namespace"] = namespace
     out = kubectl(testbed, "apply", "-f", write_doc(tmp_path, bad), check=False)
     assert out.returncode != 0
@@ -234,7 +229,7 @@ def test_webhook_rejects_invalid_and_warns(
     with pytest.raises(ApiException):
         get_si(api, namespace, "llama70b-bf16")  # nothing was stored
 
-    good = example()
+    good = example_doc()
     good["metadata"]["namespace"] = namespace
     out = kubectl(testbed, "apply", "-f", write_doc(tmp_path, good))
     assert "Warning:" in out.stderr and "QuantizedTarget" in out.stderr, out.stderr
@@ -257,7 +252,7 @@ def test_refused_without_webhook_changes_nothing(
 ) -> None:
     """With the webhook down (failurePolicy Ignore), the reconciler still refuses and says why."""
     start_operator(webhooks=False)
-    bad = example("invalid-bf16-on-h100.yaml")
+    bad = example_doc("invalid-bf16-on-h100.yaml")
     create_si(api, namespace, bad)
     si = wait_for(lambda: condition(s := get_si(api, namespace, "llama70b-bf16"), "BudgetFits") and s,
                   20, "BudgetFits condition")  # fmt: skip
@@ -274,7 +269,7 @@ def test_no_op_reconcile_writes_nothing_and_restart_resumes(
 ) -> None:
     # Evaluations run too (no traffic: NoData each time); figures would refresh after an hour.
     op = start_operator(resync_seconds=1.0, status_refresh_seconds=3600.0)
-    doc = example()
+    doc = example_doc()
     doc["spec"]["replicas"] = 1
     created = create_si(api, namespace, doc)
     name = "llama70b-chat"
@@ -320,7 +315,7 @@ def test_printer_columns(
     api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any
 ) -> None:
     start_operator()
-    create_si(api, namespace, example("ngram-summarization.yaml"))
+    create_si(api, namespace, example_doc("ngram-summarization.yaml"))
     wait_for(
         lambda: condition(get_si(api, namespace, "summarizer"), "Ready").get("status") == "True", 90, "Ready"
     )
@@ -338,7 +333,7 @@ def test_pod_monitor_when_its_kind_is_served(
 
     install_crds(testbed.kubeconfig, [POD_MONITOR_CRD])
     start_operator()
-    create_si(api, namespace, example("ngram-summarization.yaml"))
+    create_si(api, namespace, example_doc("ngram-summarization.yaml"))
     custom = client.CustomObjectsApi(api)
     pm = wait_for(lambda: custom.get_namespaced_custom_object("monitoring.coreos.com", "v1", namespace, "podmonitors", "summarizer"),
                   20, "the PodMonitor")  # fmt: skip

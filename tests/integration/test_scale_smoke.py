@@ -11,7 +11,7 @@ import pytest
 
 from specops_testkit.testbed.scale import ScaleRun, Settings, World
 from specops_testkit.testbed.stack import Testbed
-from tests.cluster import local_only
+from tests.support.live_cluster import local_only
 
 pytestmark = pytest.mark.integration
 

@@ -28,15 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops.metrics.promql import build_queries, selector
 from specops_testkit.testbed.controlplane import free_port
 from specops_testkit.testbed.stack import Testbed
-from tests.cluster import (
-    _webhook_points_at,
+from tests.support.hostile import HOSTILE_LABEL_VALUES
+from tests.support.live_cluster import (
     condition,
     create_si,
     deployment,
@@ -45,16 +44,11 @@ from tests.cluster import (
     local_only,
     patch_si,
     wait_for,
+    webhook_points_at,
 )
-from tests.conftest import EXAMPLES
-from tests.reliability.test_promql_injection import HOSTILE
+from tests.support.resources import example_doc
 
 pytestmark = pytest.mark.integration
-
-
-def example(name: str = "llama70b-int8-h100.yaml") -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
-    return doc
 
 
 # ------------------------------------------------------------------------------ PromQL injection
@@ -79,7 +73,7 @@ def test_hostile_label_values_match_only_themselves_in_real_prometheus(testbed: 
     url = testbed.prometheus_url
     run = uuid.uuid4().hex[:8]
     # Label values are any UTF-8; NUL is left out of the targets (it stays in the queries below).
-    values = [v for v in HOSTILE if "\x00" not in v] + ["victim"]
+    values = [v for v in HOSTILE_LABEL_VALUES if "\x00" not in v] + ["victim"]
     keys = [f"secprobe-{run}-{i}" for i in range(len(values))]
     for key, value in zip(keys, values, strict=True):
         labels = {"namespace": value, "specops_name": f"secprobe-{run}", "specops_pool": "speculative"}
@@ -154,7 +148,7 @@ def test_hf_token_never_leaves_its_secret(
 
     caplog.set_level(logging.DEBUG)
     start_operator()
-    doc = example()
+    doc = example_doc()
     doc["spec"]["replicas"] = 1
     create_si(api, namespace, doc)
     name = doc["metadata"]["name"]
@@ -235,7 +229,7 @@ def test_webhook_serves_only_tls_with_its_ca(
     parsed = urllib.parse.urlsplit(hook.client_config.url)
     host, port = parsed.hostname, parsed.port
     assert host and port
-    bad = example("invalid-bf16-on-h100.yaml")
+    bad = example_doc("invalid-bf16-on-h100.yaml")
     body = _admission_review(bad)
 
     # Plain HTTP on the webhook port gets no HTTP answer at all.
@@ -305,12 +299,12 @@ def test_operator_runs_on_a_read_only_root_filesystem(
                 return False
 
         wait_for(healthy, 60, "the operator's /healthz")
-        wait_for(lambda: _webhook_points_at(testbed, webhook_port), 30, "webhook registration")
-        doc = example("ngram-summarization.yaml")
+        wait_for(lambda: webhook_points_at(testbed.api, webhook_port), 30, "webhook registration")
+        doc = example_doc("ngram-summarization.yaml")
         create_si(api, namespace, doc)
         wait_for(lambda: deployment(api, namespace, "summarizer-spec"), 30, "the speculative Deployment")
         with pytest.raises(client.ApiException) as refused:
-            create_si(api, namespace, example("invalid-bf16-on-h100.yaml"))
+            create_si(api, namespace, example_doc("invalid-bf16-on-h100.yaml"))
         assert refused.value.status in (400, 422) and "DoesNotFit" in str(refused.value.body)
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
             assert b"specops_" in resp.read()

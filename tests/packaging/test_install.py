@@ -32,11 +32,19 @@ from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops.controller.main import OperatorOptions, OperatorThread
 from specops_testkit.testbed.controlplane import free_port, install_crds
 from specops_testkit.testbed.stack import Testbed
-from tests.cluster import POD_MONITOR_CRD, create_si, deployment, get_si, wait_for
 from tests.packaging import rbac
 from tests.packaging.apiproxy import RecordingProxy, Request
-from tests.packaging.conftest import CHART, kubectl_bin, run
-from tests.support.paths import EXAMPLES
+from tests.support.live_cluster import (
+    POD_MONITOR_CRD,
+    create_si,
+    deployment,
+    get_si,
+    wait_for,
+    webhook_points_at,
+)
+from tests.support.paths import CHART
+from tests.support.resources import example_doc
+from tests.support.tools import kubectl_bin, run
 
 pytestmark = pytest.mark.integration
 
@@ -106,22 +114,6 @@ def service_account_kubeconfig(
     }
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def example(name: str, namespace: str) -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
-    doc["metadata"]["namespace"] = namespace
-    return doc
-
-
-def webhook_points_at(api: client.ApiClient, port: int) -> bool:
-    try:
-        cfg = client.AdmissionregistrationV1Api(api).read_validating_webhook_configuration(
-            rbac.WEBHOOK_CONFIG
-        )
-    except ApiException:
-        return False
-    return bool(cfg.webhooks) and all(f":{port}/" in (w.client_config.url or "") for w in cfg.webhooks)
 
 
 class LogCapture(logging.Handler):
@@ -325,7 +317,7 @@ def test_rbac_is_sufficient_and_every_grant_is_used(
 
 
 def run_lifecycle(api: client.ApiClient, ns: str, apps: client.AppsV1Api) -> None:
-    doc = example("ngram-summarization.yaml", ns)
+    doc = example_doc("ngram-summarization.yaml", ns)
     doc["spec"]["replicas"] = 1
     name = doc["metadata"]["name"]
     create_si(api, ns, doc)
@@ -342,7 +334,7 @@ def run_lifecycle(api: client.ApiClient, ns: str, apps: client.AppsV1Api) -> Non
 
     # The webhook, registered by the operator with the ServiceAccount's rights, refuses this one.
     with pytest.raises(ApiException) as refused:
-        create_si(api, ns, example("invalid-bf16-on-h100.yaml", ns))
+        create_si(api, ns, example_doc("invalid-bf16-on-h100.yaml", ns))
     assert "DoesNotFit" in str(refused.value.body) and "TokenizerMismatch" in str(refused.value.body)
 
     # Drift: an edited pool is restored, a deleted one recreated.

@@ -9,8 +9,9 @@ import kubernetes_validate
 import pytest
 
 from tests.packaging import rbac
-from tests.packaging.conftest import MANIFESTS, kubectl_bin, load_docs, run
-from tests.packaging.test_chart import K8S_VERSION
+from tests.support.k8s import K8S_VERSION
+from tests.support.paths import MANIFESTS
+from tests.support.tools import kubectl_bin, load_docs, run
 
 OVERLAYS = {
     "cluster-wide": {},

@@ -13,8 +13,8 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
 from specops.controller import metrics as operator_metrics
-from tests.packaging.conftest import CHART, run, tool
-from tests.support.paths import ROOT
+from tests.support.paths import CHART, ROOT
+from tests.support.tools import run, tool
 
 RULES = CHART / "files" / "rules.yaml"
 DASHBOARD = CHART / "files" / "dashboard.json"

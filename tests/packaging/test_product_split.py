@@ -14,8 +14,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from tests.packaging.test_image import stages
 from tests.support.paths import ROOT
+from tests.support.tools import dockerfile_stages
 
 # Module path components that belong to the kit, never to the product.
 KIT_NAMES = {"specops_testkit", "emulator", "testbed", "sim"}
@@ -105,7 +105,7 @@ def test_kit_check_sees_a_kit_module() -> None:
 def test_dockerfile_copies_and_installs_only_the_product() -> None:
     copied: set[str] = set()
     installs: list[str] = []
-    for stage in stages():
+    for stage in dockerfile_stages():
         for instr in stage:
             if instr.startswith("COPY ") and "--from=" not in instr:
                 copied.update(instr.split()[1:-1])

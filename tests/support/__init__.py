@@ -15,5 +15,5 @@ helpers from here, not from each other (or from a conftest).
 - ``live_cluster``: plain helpers for tests on a real API server (``tests/cluster.py`` keeps the
   fixtures).
 - ``closed_loop``: the policy-loop scenario the integration tests share (the demo resource, load).
-- ``packaging``: the tools the packaging tests run (helm, kubectl, promtool).
+- ``tools``: the command-line tools the packaging tests run (helm, kubectl, promtool, hadolint).
 """

@@ -10,5 +10,6 @@ VALID_EXAMPLES = sorted(p.name for p in EXAMPLES.glob("*.yaml") if not p.name.st
 MANIFESTS = ROOT / "manifests"
 CHART = ROOT / "charts" / "specops"
 CRD_SOURCE = ROOT / "crds" / "specops.dev_speculativeinferences.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
 SCENARIOS = ROOT / "scenarios"
 SCENARIO_RESOURCES = SCENARIOS / "resources"
