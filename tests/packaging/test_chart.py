@@ -166,6 +166,7 @@ def test_default_operator_args(render: Any) -> None:
         "--metrics-port=8080",
         "--health-port=8081",
         "--resync-seconds=30",
+        "--status-figure-writes-per-second=2",
         "--prometheus-timeout=10",
         "--prometheus-deadline=30",
         "--standalone",
@@ -322,6 +323,7 @@ BAD_VALUES = [
     ({"prometheus": {"url": "prometheus:9090"}}, "prometheus.url"),
     ({"prometheus": {"allowedUrls": ["file:///etc/passwd"]}}, "prometheus.allowedUrls.0"),
     ({"prometheus": {"deadlineSeconds": 0}}, "prometheus.deadlineSeconds"),
+    ({"operator": {"statusFigureWritesPerSecond": 0}}, "operator.statusFigureWritesPerSecond"),
     (
         {"webhook": {"certManager": {"issuerRef": {"name": "ca", "kind": "Vault"}}}},
         "webhook.certManager.issuerRef.kind",

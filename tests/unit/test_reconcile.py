@@ -160,24 +160,69 @@ def test_admission_review() -> None:
     assert not review_scale({"spec": {"replicas": -1}}).allowed
 
 
-def test_figures_refresh_only_when_state_changes_or_they_age() -> None:
-    def status(doc: dict[str, Any]) -> SpeculativeInferenceStatus:
-        return SpeculativeInferenceStatus.model_validate(doc)
+def _status(doc: dict[str, Any]) -> SpeculativeInferenceStatus:
+    return SpeculativeInferenceStatus.model_validate(doc)
 
-    old_doc = {"mode": "Speculative", "verdict": "Healthy", "verdictReason": "Healthy", "counters": {"breaches": 0},
-           "observed": {"windowEnd": "2026-01-01T00:00:00Z", "acceptanceRate": 0.7}, "verdictMessage": "old"}  # fmt: skip
-    old = status(old_doc)
-    new = status({
-        **old_doc,
-        "observed": {"windowEnd": "2026-01-01T00:00:10Z", "acceptanceRate": 0.71},
-        "verdictMessage": "new",
-    })  # fmt: skip
-    t0 = 1767225600.0  # 2026-01-01T00:00:00Z
-    kept = keep_figures_fresh_enough(old, new, t0 + 10, refresh=60)
-    assert kept == old  # nothing to write
-    assert keep_figures_fresh_enough(old, new, t0 + 61, refresh=60) == new  # figures aged
-    breach = new.model_copy(update={"counters": status({"counters": {"breaches": 1}}).counters})
-    assert keep_figures_fresh_enough(old, breach, t0 + 10, refresh=60) == breach  # state changed
+
+_OLD_DOC = {"mode": "Speculative", "verdict": "Healthy", "verdictReason": "Healthy", "counters": {"breaches": 0},
+            "observed": {"windowEnd": "2026-01-01T00:00:00Z", "acceptanceRate": 0.7, "p99TpotSeconds": 0.040,
+                         "requestRate": 0.05, "acceptancePerPosition": [0.8, 0.6]},
+            "verdictMessage": "old"}  # fmt: skip
+_T0 = 1767225600.0  # 2026-01-01T00:00:00Z
+
+
+def _with(**observed: Any) -> SpeculativeInferenceStatus:
+    fresh = {**_OLD_DOC["observed"], "windowEnd": "2026-01-01T00:00:10Z", **observed}  # type: ignore[dict-item]
+    return _status({**_OLD_DOC, "observed": fresh, "verdictMessage": "new"})
+
+
+@pytest.mark.parametrize(
+    ("observed", "written"),
+    [
+        ({"acceptanceRate": 0.71}, False),  # +1.4%: noise
+        ({"acceptanceRate": 0.76}, False),  # +8.6%: under 10%
+        ({"acceptanceRate": 0.78}, True),  # +11%
+        ({"acceptanceRate": 0.62}, True),  # -11%
+        ({"p99TpotSeconds": 0.043}, False),  # +7.5%
+        ({"p99TpotSeconds": 0.045}, True),  # +12.5% and 5 ms
+        ({"requestRate": 0.09}, False),  # +80%, but 0.04 req/s is under the 0.1 floor
+        ({"requestRate": 0.5}, True),
+        ({"acceptancePerPosition": [0.8, 0.5]}, True),  # one position moved
+        ({"acceptancePerPosition": [0.8, 0.6, 0.4]}, True),  # a position appeared
+        ({"acceptancePerPosition": [0.81, 0.6]}, False),
+        ({"kvCacheUsage": 0.3}, True),  # a figure appeared
+        ({"requestRate": None}, True),  # a figure went away
+    ],
+)
+def test_figures_are_written_when_one_moved_meaningfully(observed: dict[str, Any], written: bool) -> None:
+    old, new = _status(_OLD_DOC), _with(**observed)
+    assert keep_figures_fresh_enough(old, new, _T0 + 10, refresh=60) == (new if written else old)
+
+
+def test_figures_refresh_when_state_changes_or_they_age_within_the_budget() -> None:
+    old, new = _status(_OLD_DOC), _with(acceptanceRate=0.71)
+    asked: list[bool] = []
+
+    def budget(answer: bool) -> Any:
+        def may_write() -> bool:
+            asked.append(answer)
+            return answer
+
+        return may_write
+
+    kept = keep_figures_fresh_enough(old, new, _T0 + 10, 60, budget(True))
+    assert kept == old and asked == []  # nothing due: the budget is not even asked
+    assert keep_figures_fresh_enough(old, new, _T0 + 61, 60, budget(True)) == new  # figures aged
+    assert keep_figures_fresh_enough(old, new, _T0 + 61, 60, budget(False)) == old  # ... but no budget left
+    moved = _with(acceptanceRate=0.5)
+    assert keep_figures_fresh_enough(old, moved, _T0 + 10, 60, budget(False)) == old
+    assert asked == [True, False, False]
+    # The policy's state changed: written at once, whatever the budget, which is not asked.
+    breach = new.model_copy(update={"counters": _status({"counters": {"breaches": 1}}).counters})
+    assert keep_figures_fresh_enough(old, breach, _T0 + 10, 60, budget(False)) == breach
+    verdict = new.model_copy(update={"verdict": "NoData"})
+    assert keep_figures_fresh_enough(old, verdict, _T0 + 10, 60, budget(False)) == verdict
+    assert len(asked) == 3
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from specops.controller.certs import make_self_signed
 from specops.controller.evaluator import Evaluator
 from specops.controller.handlers import register
 from specops.controller.kube import Kube
+from specops.controller.ratelimit import figure_write_budget
 from specops.controller.reconciler import Reconciler
 
 log = logging.getLogger("specops.operator")
@@ -42,7 +43,8 @@ class OperatorOptions:
     peering_name: str = "specops"
     resync_seconds: float = 30.0
     evaluate: bool = True  # the metrics policy loop
-    status_refresh_seconds: float = 60.0  # status.observed is at most this old when nothing changes
+    status_refresh_seconds: float = 60.0  # figures older than this are refreshed (within the budget)
+    status_figure_writes_per_second: float = 2.0  # all resources together; state changes not counted
     webhooks: bool = True
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 9443
@@ -134,7 +136,11 @@ def build(opts: OperatorOptions) -> tuple[kopf.OperatorRegistry, kopf.OperatorSe
     api = api_client(opts.kubeconfig)
     registry = kopf.OperatorRegistry()
     settings = kopf.OperatorSettings()
-    reconciler = Reconciler(Kube(api), status_refresh_seconds=opts.status_refresh_seconds)
+    reconciler = Reconciler(
+        Kube(api),
+        status_refresh_seconds=opts.status_refresh_seconds,
+        figure_writes=figure_write_budget(opts.status_figure_writes_per_second),
+    )
     evaluator = (
         Evaluator(
             reconciler,

@@ -19,6 +19,10 @@ PROMETHEUS_QUERIES = Counter("specops_prometheus_queries", "Queries sent to Prom
 PROMETHEUS_ERRORS = Counter("specops_prometheus_errors", "Failed Prometheus queries.", ["kind"])
 MODE = Gauge("specops_mode", "1 for the current mode of each resource.", ["namespace", "name", "mode"])
 WRITES = Counter("specops_writes", "Write requests the operator made.", ["kind"])
+FIGURE_WRITES_DEFERRED = Counter(
+    "specops_status_figure_writes_deferred",
+    "Status writes of fresh figures only, put off by the figure-write rate limit.",
+)
 RESOURCES = Gauge("specops_resources", "SpeculativeInference resources tracked by this operator.")
 
 MODES = ("Speculative", "Baseline", "Probing")

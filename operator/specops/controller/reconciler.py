@@ -51,11 +51,18 @@ class Outcome:
 
 class Reconciler:
     def __init__(
-        self, kube: KubeApi, clock: Callable[[], str] = now_rfc3339, status_refresh_seconds: float = 60.0
+        self,
+        kube: KubeApi,
+        clock: Callable[[], str] = now_rfc3339,
+        status_refresh_seconds: float = 60.0,
+        figure_writes: Callable[[], bool] | None = None,
     ) -> None:
+        """``figure_writes``: the budget of figure-only status writes (asked only when one is due;
+        None: unlimited)."""
         self.kube = kube
         self.clock = clock
         self.status_refresh_seconds = status_refresh_seconds
+        self.figure_writes = figure_writes
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self._attempts = threading.local()  # events posted by earlier attempts of this reconcile
@@ -101,7 +108,7 @@ class Reconciler:
         """
 
         def step(body: dict[str, Any]) -> Decision | None:
-            ev = plan_evaluation(body, obs, now, self.status_refresh_seconds)
+            ev = plan_evaluation(body, obs, now, self.status_refresh_seconds, self.figure_writes)
             if ev is None:
                 return None  # reconcile reports why; nothing to evaluate
             out = Outcome()

@@ -9,7 +9,7 @@ status round trip included.  Nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -349,10 +349,15 @@ class EvaluationPlan:
 
 
 def plan_evaluation(
-    body: Mapping[str, Any], obs: Observation, now: float, refresh_seconds: float
+    body: Mapping[str, Any],
+    obs: Observation,
+    now: float,
+    refresh_seconds: float,
+    may_write_figures: Callable[[], bool] | None = None,
 ) -> EvaluationPlan | None:
     """Decide with the policy, and say what to store.  None: nothing to evaluate (a resource that
-    cannot be read or fails its checks; its reconcile reports why)."""
+    cannot be read or fails its checks; its reconcile reports why).  ``may_write_figures``: asked
+    when only fresh figures would be written (the operator's rate limit; None: always)."""
     try:
         si = load_resource(_strip_status(body))
     except ResourceError:
@@ -391,7 +396,7 @@ def plan_evaluation(
             "verdict_message": a.message,
         }
     )
-    new = keep_figures_fresh_enough(old, new, now, refresh_seconds)
+    new = keep_figures_fresh_enough(old, new, now, refresh_seconds, may_write_figures or (lambda: True))
     mc = decision.metrics_available
     metrics_condition = ConditionValue(ConditionStatus(mc[0]), mc[1], mc[2])
     switch_patch: dict[str, Any] = {}

@@ -8,7 +8,7 @@ decisions) lives in status, which is how a restarted operator carries on where i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -370,19 +370,87 @@ def observed_fields(obs: Observation, window_end: str) -> dict[str, Any]:
 
 # Status fields that carry the policy's state: any change is written at once.
 STATE_FIELDS = ("mode", "mode_since", "counters", "decisions", "verdict", "verdict_reason")
-# Figures that move with every scrape: refreshed at most every ``refresh`` seconds otherwise.
+# Figures that move with every scrape: written when one moved meaningfully or they aged, and then
+# only when the operator's figure-write budget allows (``may_write``).
 FIGURE_FIELDS = ("observed", "verdict_message", "baseline_reference")
+# A figure moved meaningfully when it changed by more than this fraction of its old value...
+FIGURE_RELATIVE_CHANGE = 0.10
+# ... and by more than its floor (smaller moves are scrape noise, whatever their relative size:
+# 0.02 -> 0.03 requests per second is +50%).  Figures not listed (window_end, recorded_at) are
+# times, which move at every evaluation.
+FIGURE_FLOORS: Mapping[str, float] = {
+    "acceptance_rate": 0.02,
+    "mean_acceptance_length": 0.1,
+    "acceptance_per_position": 0.02,
+    "p50_tpot_seconds": 0.002,
+    "p99_tpot_seconds": 0.002,
+    "baseline_p50_tpot_seconds": 0.002,
+    "baseline_p99_tpot_seconds": 0.002,
+    "tail_ratio": 0.05,
+    "p99_ttft_seconds": 0.05,
+    "p99_e2e_seconds": 0.1,
+    "request_rate": 0.1,
+    "waiting_per_replica": 0.5,
+    "kv_cache_usage": 0.05,
+    "requests_per_replica": 0.1,
+}
+
+
+def _moved(name: str, old: Any, new: Any) -> bool:
+    if name not in FIGURE_FLOORS:
+        return False
+    if isinstance(old, list) or isinstance(new, list):
+        old_list, new_list = list(old or []), list(new or [])
+        return len(old_list) != len(new_list) or any(
+            _moved(name, a, b) for a, b in zip(old_list, new_list, strict=True)
+        )
+    if old is None or new is None:
+        return old is not new  # a figure appeared or went away
+    change = abs(float(new) - float(old))
+    return change > FIGURE_FLOORS[name] and change > FIGURE_RELATIVE_CHANGE * abs(float(old))
+
+
+def figures_moved(old: SpeculativeInferenceStatus, new: SpeculativeInferenceStatus) -> bool:
+    """Did a figure of ``observed`` or ``baselineReference`` change meaningfully (by more than 10%
+    of its old value and more than its floor), appear, or go away?"""
+    for section in ("observed", "baseline_reference"):
+        before, after = getattr(old, section), getattr(new, section)
+        if (before is None) != (after is None):
+            return True
+        if before is None or after is None:
+            continue
+        a, b = before.model_dump(), after.model_dump()
+        if any(_moved(name, a.get(name), b.get(name)) for name in a.keys() | b.keys()):
+            return True
+    return False
+
+
+def _always() -> bool:
+    return True
 
 
 def keep_figures_fresh_enough(
-    old: SpeculativeInferenceStatus, new: SpeculativeInferenceStatus, now: float, refresh: float
+    old: SpeculativeInferenceStatus,
+    new: SpeculativeInferenceStatus,
+    now: float,
+    refresh: float,
+    may_write: Callable[[], bool] = _always,
 ) -> SpeculativeInferenceStatus:
-    """Keep the old figures while the policy's state is unchanged and they are younger than
-    ``refresh``: an evaluation that changes nothing makes no write (at 1,000 resources a write per
-    evaluation would be dozens of writes a second for no decision)."""
-    state_changed = any(getattr(old, f) != getattr(new, f) for f in STATE_FIELDS)
+    """The status to write after an evaluation, with the old figures kept when fresh ones are not
+    worth a write.
+
+    - The policy's state changed (mode, counters, decisions, verdict): everything is written.
+    - Otherwise the figures are written when one moved meaningfully (``figures_moved``) or the
+      stored ones are ``refresh`` seconds old, and then only if ``may_write()`` (the operator's
+      global budget of figure-only writes, so their rate stays flat however many resources there
+      are; asked only when a write is due).  Else the old figures stay and, nothing else having
+      changed, the evaluation makes no write at all.
+    """
+    if any(getattr(old, f) != getattr(new, f) for f in STATE_FIELDS):
+        return new
     written_at = epoch(old.observed.window_end if old.observed else None)
-    if state_changed or now - written_at >= refresh:
+    due = now - written_at >= refresh or figures_moved(old, new)
+    if due and may_write():
         return new
     return new.model_copy(update={f: getattr(old, f) for f in FIGURE_FIELDS if getattr(old, f) is not None})
 
