@@ -352,8 +352,19 @@ def run(
     resync_seconds: Annotated[float, typer.Option(help="Periodic reconcile interval.")] = 30.0,
     status_refresh_seconds: Annotated[
         float,
-        typer.Option(help="Longest age of status.observed figures while the policy's state is unchanged."),
+        typer.Option(
+            help="Age at which status.observed figures are refreshed though none moved by more than 10% "
+            "(within --status-figure-writes-per-second)."
+        ),
     ] = 60.0,
+    status_figure_writes_per_second: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Status writes carrying only fresh figures, per second over all resources (a burst of "
+            "10 s worth). Writes that change the policy's state are never limited.",
+        ),
+    ] = 2.0,
     webhooks: Annotated[
         bool, typer.Option("--webhooks/--no-webhooks", help="Serve the validating webhook.")
     ] = True,
@@ -397,6 +408,7 @@ def run(
         standalone=standalone,
         resync_seconds=resync_seconds,
         status_refresh_seconds=status_refresh_seconds,
+        status_figure_writes_per_second=status_figure_writes_per_second,
         webhooks=webhooks,
         webhook_listen=webhook_listen,
         webhook_port=webhook_port,
