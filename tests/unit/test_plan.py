@@ -193,3 +193,20 @@ def test_switch_cost_is_estimated_until_a_switch_is_measured() -> None:
     assert cost["secondsPerReplica"] == cost["measuredSecondsPerReplica"] == 75.0
     reconciler.reconcile("serving", "demo")  # the same decision is measured once
     assert kube.body["status"]["switchCost"]["samples"] == 1
+
+
+def test_evidence_of_another_spec_is_reset_and_the_fingerprint_kept_in_status() -> None:
+    """Two breaches counted under k=5; the user changes k: the third breach starts a new count."""
+    kube = FakeKube(_deployed(replicas=2).body, pod_monitors=False)
+    reconciler = Reconciler(kube)
+    reconciler.evaluate("serving", "demo", _breach(2), NOW)
+    reconciler.evaluate("serving", "demo", _breach(2), NOW + 60)
+    status = kube.body["status"]
+    assert status["counters"]["breaches"] == 2 and status["specFingerprint"]
+    first = status["specFingerprint"]
+    kube.live("SpeculativeInference", "serving", "demo")["spec"]["speculation"]["numSpeculativeTokens"] = 3
+    reconciler.evaluate("serving", "demo", _breach(2), NOW + 120)
+    status = kube.body["status"]
+    assert status["mode"] == "Speculative"  # not a third breach in a row: the evidence was of k=5
+    assert status["counters"]["breaches"] == 1
+    assert status["specFingerprint"] != first

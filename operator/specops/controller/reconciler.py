@@ -30,7 +30,7 @@ from specops.plan.reconcile import (
     plan_status_after_switch,
 )
 from specops.plan.status import ConditionValue
-from specops.policy.decide import Decision, Observation
+from specops.policy.decide import Observation, PolicyDecision
 from specops.render.manifests import Pool, pool_name
 
 log = logging.getLogger("specops.reconciler")
@@ -100,14 +100,14 @@ class Reconciler:
         with self._lock(namespace, name):
             return self._on_fresh_read(namespace, name, lambda body: self._reconcile(body))
 
-    def evaluate(self, namespace: str, name: str, obs: Observation, now: float) -> Decision | None:
+    def evaluate(self, namespace: str, name: str, obs: Observation, now: float) -> PolicyDecision | None:
         """One policy evaluation: decide, then reconcile with the decision.
 
         A mode switch is stored (status, then its Event) before any pool moves: an operator killed
         in between resumes the switch on restart instead of undoing a step no status records.
         """
 
-        def step(body: dict[str, Any]) -> Decision | None:
+        def step(body: dict[str, Any]) -> PolicyDecision | None:
             ev = plan_evaluation(body, obs, now, self.status_refresh_seconds, self.figure_writes)
             if ev is None:
                 return None  # reconcile reports why; nothing to evaluate

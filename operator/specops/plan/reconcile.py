@@ -15,7 +15,6 @@ from enum import StrEnum
 from typing import Any
 
 from specops.api.v1alpha1 import (
-    ConditionStatus,
     ServingMode,
     SpeculativeInference,
     SpeculativeInferenceSpec,
@@ -50,7 +49,8 @@ from specops.plan.status import (
     switch_cost,
     with_condition,
 )
-from specops.policy.decide import Decision, Observation, decide
+from specops.policy.decide import Observation, PolicyDecision, decide
+from specops.policy.state import policy_fingerprint
 from specops.render.manifests import OwnerRef, Pool, PoolSplit, pool_name, render_all, render_pod_monitor
 
 FIELD_MANAGER = "specops"
@@ -340,7 +340,7 @@ class EvaluationPlan:
     """One policy evaluation: the decision, the switch to store before any pool moves (a status
     patch and its event), then the status every reconcile of this evaluation starts from."""
 
-    decision: Decision
+    decision: PolicyDecision
     switch_patch: dict[str, Any]
     switch_events: tuple[PlannedEvent, ...]
     status: SpeculativeInferenceStatus
@@ -367,7 +367,7 @@ def plan_evaluation(
     stored = body.get("status") or {}
     old = read_status(stored) or SpeculativeInferenceStatus()
     state = policy_state_from_status(old)
-    decision = decide(si.spec.policy, state, obs, now)
+    decision = decide(si.spec.policy, state, obs, now, fingerprint=policy_fingerprint(si.spec))
     events: list[PlannedEvent] = []
     if (
         decision.transition is not None
@@ -398,7 +398,7 @@ def plan_evaluation(
     )
     new = keep_figures_fresh_enough(old, new, now, refresh_seconds, may_write_figures or (lambda: True))
     mc = decision.metrics_available
-    metrics_condition = ConditionValue(ConditionStatus(mc[0]), mc[1], mc[2])
+    metrics_condition = ConditionValue(mc.status, mc.reason, mc.message)
     switch_patch: dict[str, Any] = {}
     switch_events: tuple[PlannedEvent, ...] = ()
     if decision.transition is not None:
@@ -416,6 +416,7 @@ def plan_evaluation(
 
 _POLICY_KEYS = (
     "mode", "modeSince", "counters", "decisions", "baselineReference", "saturationRequestsPerReplica",
+    "saturationRecordedAt", "specFingerprint",
     "observed", "verdict", "verdictReason", "verdictMessage",
 )  # fmt: skip
 

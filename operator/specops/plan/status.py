@@ -285,6 +285,8 @@ def policy_state_from_status(status: SpeculativeInferenceStatus | Mapping[str, A
         errors=counters.errors,
         reference=reference,
         saturation_rate=status.saturation_requests_per_replica,
+        saturation_at=epoch(status.saturation_recorded_at) if status.saturation_recorded_at else None,
+        spec_fingerprint=status.spec_fingerprint,
         history=history,
     )
 
@@ -323,6 +325,8 @@ def policy_status_update(state: PolicyState) -> dict[str, Any]:
         "saturation_requests_per_replica": (
             round(state.saturation_rate, 4) if state.saturation_rate is not None else None
         ),
+        "saturation_recorded_at": rfc3339(state.saturation_at) if state.saturation_at else None,
+        "spec_fingerprint": state.spec_fingerprint,
     }
 
 
