@@ -1,11 +1,13 @@
 """Reaction time in the real closed loop (issue #7, part 3): prints figures, asserts nothing.
 
-The local test world (etcd, kube-apiserver, kube-controller-manager, Prometheus scraping every
-second), emulated GPU pods and the operator in-process.  For each policy setting (interval,
-window) the demo resource serves low-temperature chat; then the temperature jumps to 1.0, where
-acceptance falls below minAcceptanceRate.  Measured from that onset:
+The local test world (etcd, kube-apiserver, kube-controller-manager, Prometheus), emulated GPU
+pods and the operator in-process.  For each policy setting (interval, window) Prometheus scrapes at
+the interval the operator's own PodMonitor would ask for (``render.manifests.pod_monitor_interval``),
+and the demo resource serves low-temperature chat; then the temperature jumps to 1.0, where
+acceptance falls below minAcceptanceRate.  Measured from that onset, by polling every 0.25 s (so
+to about a quarter of a second, not to the whole second status timestamps carry):
 
-* decision:  the status records the fallback (its decision time);
+* decision:  the status records the fallback;
 * changed:   the pool Deployments leave the speculative split (first rollout step applied);
 * ready:     both replicas serve from the baseline pool (Deployments at 0/2, all ready).
 
@@ -23,6 +25,7 @@ import copy
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,31 +34,34 @@ import yaml
 from kubernetes import client
 
 from specops.api.crd import build_crd
-from specops.api.v1alpha1 import GROUP, PLURAL, VERSION, parse_duration
+from specops.api.v1alpha1 import GROUP, PLURAL, VERSION, ServingMode, parse_duration
+from specops.checks.validation import load_resource
 from specops.controller.main import OperatorThread
-from specops.plan.status import epoch
+from specops.render.manifests import pod_monitor_interval
 from specops_testkit.testbed.demo import local_operator
 from specops_testkit.testbed.loadgen import endpoints_resolver, run_load
+from specops_testkit.testbed.prometheus import prometheus_config
 from specops_testkit.testbed.scenario import Scenario
 from specops_testkit.testbed.stack import Testbed
 
 ROOT = Path(__file__).resolve().parents[1]
 RESOURCE = ROOT / "manifests" / "examples" / "demo-llama70b.yaml"
-SCRAPE_SECONDS = 1.0  # the test world's Prometheus scrape interval
 QPS = 2.0
+POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
 class Reaction:
     interval: float
     window: float
+    scrape: float  # the PodMonitor's interval for this setting, which Prometheus used
     decision: float | None
     changed: float | None
     ready: float | None
 
     @property
     def floor(self) -> float:
-        return 2 * SCRAPE_SECONDS + self.window
+        return 2 * self.scrape + self.window
 
     @property
     def target(self) -> float:
@@ -92,12 +98,24 @@ def _wait(check: Any, timeout: float, what: str, every: float = 0.25) -> Any:
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def set_scrape_interval(tb: Testbed, interval: str) -> None:
+    """Scrape at ``interval`` from now on (Prometheus reloads its configuration in place)."""
+    prom = tb.prometheus
+    prom.scrape_interval = interval
+    (prom.run_dir / "prometheus.yml").write_text(prometheus_config(interval, prom.targets_dir))
+    request = urllib.request.Request(f"{prom.url}/-/reload", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
 def measure(tb: Testbed, n: int, interval: str, window: str) -> Reaction:
     doc = yaml.safe_load(RESOURCE.read_text())
     ns = f"reaction-{n}"
     name = doc["metadata"]["name"]
     doc["metadata"]["namespace"] = ns
     doc["spec"]["policy"].update({"interval": interval, "window": window, "cooldown": "30m"})
+    scrape = pod_monitor_interval(load_resource(copy.deepcopy(doc)).spec)
+    set_scrape_interval(tb, scrape)
     client.CoreV1Api(tb.api).create_namespace({"metadata": {"name": ns}})
     client.CustomObjectsApi(tb.api).create_namespaced_custom_object(
         GROUP, VERSION, ns, PLURAL, copy.deepcopy(doc)
@@ -120,28 +138,34 @@ def measure(tb: Testbed, n: int, interval: str, window: str) -> Reaction:
     model = doc["spec"]["target"]["model"]
     thread = threading.Thread(target=lambda: asyncio.run(run_load(scenario, resolver, model)), daemon=True)
     start = time.monotonic()
-    wall = time.time()
     thread.start()
     onset = start + cold
-    print(f"   {interval}/{window}: cold {cold:.0f} s, then temperature 1.0 for {hot:.0f} s", flush=True)
-    changed = ready = None
+    print(
+        f"   {interval}/{window}: scrape every {scrape}, cold {cold:.0f} s, then temperature 1.0 for "
+        f"{hot:.0f} s",
+        flush=True,
+    )
+    decision = changed = ready = None
+    fallback: dict[str, Any] | None = None
     deadline = onset + hot
     while time.monotonic() < deadline and ready is None:
+        if decision is None:
+            decisions = (_si(tb.api, ns, name).get("status") or {}).get("decisions", [])
+            fallback = next((d for d in decisions if d["to"] == ServingMode.BASELINE), None)
+            if fallback is not None:
+                decision = time.monotonic() - onset
         spec, base, _, base_ready = _split(tb.api, ns, name)
         now = time.monotonic()
         if changed is None and (spec, base) != (2, 0):
             changed = now - onset
         if changed is not None and (spec, base) == (0, 2) and base_ready == 2:
             ready = now - onset
-        time.sleep(0.25)
+        time.sleep(POLL_SECONDS)
     thread.join(timeout=hot + 60)
-    decisions = (_si(tb.api, ns, name).get("status") or {}).get("decisions", [])
-    fallback = next((d for d in decisions if d["to"] == "Baseline"), None)
-    decision = None if fallback is None else epoch(fallback["time"]) - (wall + cold)
     if fallback is not None and fallback["reason"] != "AcceptanceBelowThreshold":
         print(f"   note: fell back for {fallback['reason']}, not AcceptanceBelowThreshold", flush=True)
     client.CoreV1Api(tb.api).delete_namespace(ns)
-    return Reaction(i, w, decision, changed, ready)
+    return Reaction(i, w, parse_duration(scrape), decision, changed, ready)
 
 
 def _s(x: float | None) -> str:
@@ -150,15 +174,15 @@ def _s(x: float | None) -> str:
 
 def table(rows: list[Reaction]) -> str:
     lines = [
-        "| interval / window | floor (2 scrapes + window) s | target (interval + window + 5) s "
+        "| interval / window | scrape s | floor (2 scrapes + window) s | target (interval + window + 5) s "
         "| onset -> decision s | onset -> Deployments changed s | onset -> pools ready s | within target |",
-        "|---|---:|---:|---:|---:|---:|:---:|",
+        "|---|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     for r in rows:
         ok = "yes" if r.changed is not None and r.changed <= r.target else "no"
         lines.append(
-            f"| {r.interval:g} s / {r.window:g} s | {r.floor:g} | {r.target:g} | {_s(r.decision)} "
-            f"| {_s(r.changed)} | {_s(r.ready)} | {ok} |"
+            f"| {r.interval:g} s / {r.window:g} s | {r.scrape:g} | {r.floor:g} | {r.target:g} "
+            f"| {_s(r.decision)} | {_s(r.changed)} | {_s(r.ready)} | {ok} |"
         )
     return "\n".join(lines)
 

@@ -6,6 +6,8 @@ import contextlib
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from specops.api.v1alpha1 import ServingMode
+
 DECISIONS = Counter(
     "specops_decisions", "Mode transitions taken by the policy.", ["reason", "from_mode", "to_mode"]
 )
@@ -25,12 +27,10 @@ FIGURE_WRITES_DEFERRED = Counter(
 )
 RESOURCES = Gauge("specops_resources", "SpeculativeInference resources tracked by this operator.")
 
-MODES = ("Speculative", "Baseline", "Probing")
 
-
-def set_mode(namespace: str, name: str, mode: str | None) -> None:
+def set_mode(namespace: str, name: str, mode: ServingMode | None) -> None:
     """Mark the current mode (None: the resource is gone, drop its series)."""
-    for m in MODES:
+    for m in ServingMode:
         if mode is None:
             with contextlib.suppress(KeyError):
                 MODE.remove(namespace, name, m)

@@ -9,23 +9,45 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from specops.api.v1alpha1 import ServingMode
 from specops.policy.decide import PoolMetrics
 from specops_testkit.sim.fleet import Run, TimelinePoint
-from specops_testkit.sim.suite import ALWAYS, DYNAMIC, NEVER, ORACLE, SPECOPS, SPECOPS_SURGE, ScenarioResult
+from specops_testkit.sim.suite import (
+    ALWAYS,
+    DERIVED,
+    DERIVED_LIVE,
+    DYNAMIC,
+    HINDSIGHT,
+    NEVER,
+    ORACLE,
+    SPECOPS,
+    SPECOPS_DERIVED,
+    SPECOPS_SURGE,
+    ScenarioResult,
+)
 
-MODE_COLORS = {"Speculative": "#c8e6c9", "Baseline": "#ffcdd2", "Probing": "#fff9c4"}
+MODE_COLORS: dict[str, str] = {
+    ServingMode.SPECULATIVE: "#c8e6c9",
+    ServingMode.BASELINE: "#ffcdd2",
+    ServingMode.PROBING: "#fff9c4",
+}
 
 
 def _ms(x: float) -> str:
     return f"{x * 1000:.1f}"
 
 
-def vs_oracle(result: ScenarioResult, strategy: str = SPECOPS) -> float | None:
-    """A strategy's P99 TPOT over the oracle's, minus one (0.05 = 5% worse)."""
+def vs_oracle(result: ScenarioResult, strategy: str = SPECOPS, bound: str = ORACLE) -> float | None:
+    """A strategy's P99 TPOT over the oracle's (or another ``bound``'s), minus one (0.05 = 5% worse)."""
     figs = result.figures
-    if strategy not in figs or ORACLE not in figs:
+    if strategy not in figs or bound not in figs:
         return None
-    return figs[strategy].p99_tpot / figs[ORACLE].p99_tpot - 1
+    return figs[strategy].p99_tpot / figs[bound].p99_tpot - 1
+
+
+def vs_hindsight(result: ScenarioResult, strategy: str = SPECOPS) -> float | None:
+    """A strategy's P99 TPOT over the hindsight's (switches paid for), minus one."""
+    return vs_oracle(result, strategy, HINDSIGHT)
 
 
 def _pct(x: float | None) -> str:
@@ -51,17 +73,17 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
     """One row per scenario: P99 TPOT of every strategy, SpecOps against the oracle, transitions."""
     lines = [
         "| scenario | policy profile | always-spec | never-spec | vllm-dynamic | specops "
-        "| specops maxSurge 1 | oracle | specops vs oracle | maxSurge 1 vs oracle | beats both static "
-        "| switches / regime changes | probes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|",
+        "| specops maxSurge 1 | oracle | hindsight | specops vs oracle | specops vs hindsight "
+        "| maxSurge 1 vs oracle | beats both static | switches / regime changes | probes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|",
     ]
     for r in results:
         f = r.figures
         cells = [
             _ms(f[name].p99_tpot) if name in f else "-"
-            for name in (ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE)
+            for name in (ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE, HINDSIGHT)
         ]
-        gap_cell = _pct(vs_oracle(r))
+        gap_cell = f"{_pct(vs_oracle(r))} | {_pct(vs_hindsight(r))}"
         surge_cell = _pct(vs_oracle(r, SPECOPS_SURGE))
         beats = (
             "yes"
@@ -71,6 +93,34 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
         lines.append(
             f"| {r.scenario.name} | {r.profile} | {' | '.join(cells)} | {gap_cell} | {surge_cell} "
             f"| {beats} | {r.switches} / {r.regime_changes} | {r.probes} |"
+        )
+    return "\n".join(lines)
+
+
+def _vs(result: ScenarioResult, strategy: str, *others: str) -> float | None:
+    """``strategy``'s P99 TPOT over the best of ``others``', minus one (negative: better)."""
+    f = result.figures
+    if strategy not in f or not all(o in f for o in others):
+        return None
+    return f[strategy].p99_tpot / min(f[o].p99_tpot for o in others) - 1
+
+
+def derived_table_summary(results: Sequence[ScenarioResult]) -> str:
+    """The derived k-by-batch-size table against the user-written one, the static configurations
+    and the oracle (P99 TPOT in ms; comparisons negative where the derived table is better)."""
+    lines = [
+        "| scenario | policy profile | always-spec | never-spec | vllm-dynamic (user table) | derived-table "
+        "| derived-table-live | specops | specops-derived | oracle | derived vs user table "
+        "| derived vs better static | specops-derived vs oracle |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    names = (ALWAYS, NEVER, DYNAMIC, DERIVED, DERIVED_LIVE, SPECOPS, SPECOPS_DERIVED, ORACLE)
+    for r in results:
+        f = r.figures
+        cells = [_ms(f[name].p99_tpot) if name in f else "-" for name in names]
+        lines.append(
+            f"| {r.scenario.name} | {r.profile} | {' | '.join(cells)} | {_pct(_vs(r, DERIVED, DYNAMIC))} "
+            f"| {_pct(_vs(r, DERIVED, ALWAYS, NEVER))} | {_pct(_vs(r, SPECOPS_DERIVED, ORACLE))} |"
         )
     return "\n".join(lines)
 
@@ -85,11 +135,14 @@ def decisions(run: Run) -> str:
 
 def markdown(results: Sequence[ScenarioResult], plots: dict[str, str]) -> str:
     parts = ["## Summary (P99 TPOT in ms)", "", summary_table(results), ""]
+    parts += ["## The derived speculation table (P99 TPOT in ms)", "", derived_table_summary(results), ""]
     for r in results:
         parts += [f"## {r.label}", "", r.scenario.description, f"Policy profile: {r.profile}.", ""]
         if r.oracle_choice:
             chosen = ", ".join(f"{phase}: {name}" for phase, name in r.oracle_choice.items())
             parts += [f"Oracle's choice per phase: {chosen}.", ""]
+        if r.hindsight is not None:
+            parts += [f"Hindsight's schedule (switches paid for): {r.hindsight.describe()}.", ""]
         parts += [scenario_table(r), ""]
         if SPECOPS in r.runs:
             parts += ["SpecOps' decisions (simulated seconds):", "", decisions(r.runs[SPECOPS]), ""]
@@ -117,9 +170,15 @@ def rows(results: Sequence[ScenarioResult]) -> list[dict[str, Any]]:
                     "completed": f.requests - f.failed,
                     "switches": r.strategy_switches(name),
                     "probes": r.strategy_probes(name),
+                    "p99_tpot_vs_oracle": _ratio(vs_oracle(r, name)),
+                    "p99_tpot_vs_hindsight": _ratio(vs_hindsight(r, name)),
                 }
             )
     return out
+
+
+def _ratio(x: float | None) -> float | None:
+    return None if x is None else round(x, 5)
 
 
 def json_document(results: Sequence[ScenarioResult], scale: float) -> str:

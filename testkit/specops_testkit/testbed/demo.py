@@ -22,7 +22,7 @@ import yaml
 from kubernetes import client
 
 from specops.api.crd import build_crd
-from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
+from specops.api.v1alpha1 import GROUP, PLURAL, VERSION, ServingMode
 from specops.controller.evaluator import prometheus_query
 from specops.controller.main import OperatorOptions, OperatorThread
 from specops.metrics.observation import build_observations
@@ -260,7 +260,11 @@ def write_plot(result: DemoResult, path: Path, scenario: Scenario) -> None:
         return
     ts = [k.t for k in ticks]
     fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
-    colors = {"Speculative": "#c8e6c9", "Baseline": "#ffcdd2", "Probing": "#fff9c4"}
+    colors: dict[str, str] = {
+        ServingMode.SPECULATIVE: "#c8e6c9",
+        ServingMode.BASELINE: "#ffcdd2",
+        ServingMode.PROBING: "#fff9c4",
+    }
     for ax in axes:
         for a, b in itertools.pairwise(ticks):
             ax.axvspan(a.t, b.t, color=colors.get(a.mode, "#eeeeee"), linewidth=0)

@@ -37,6 +37,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from specops.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from specops.policy.state import Reason
 from specops_testkit.testbed.audit import describe, writes_by
 from specops_testkit.testbed.controlplane import OPERATOR_USER, ControlPlaneState, free_port, stop_pid
 
@@ -314,7 +315,7 @@ def is_settling(si: dict[str, Any]) -> bool:
     pods the controller-manager has created so far (at its own pace, 20 writes a second): either
     change is a real one, not a no-op write."""
     status = si.get("status") or {}
-    return status.get("verdictReason") == "Settling" or status.get("replicas", 0) != si["spec"].get(
+    return status.get("verdictReason") == Reason.SETTLING or status.get("replicas", 0) != si["spec"].get(
         "replicas", 1
     )
 
