@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from specops_testkit.emulator.args import ArgsError, ServingConfig, StartupError, load
 from specops_testkit.emulator.server import ServerSettings, log, serve
+from specops_testkit.emulator.sleep import GpuLedger, claim_at_start, engine_key
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,6 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load(args, os.environ)
         settings = ServerSettings.from_env(os.environ, default_seed=config.args.seed)
+        if settings.gpu_ledger:  # engines sharing GPUs: refused at start as vLLM would refuse it
+            claim_at_start(config, GpuLedger(settings.gpu_ledger, engine_key(config)))
     except ArgsError as exc:
         print(f"vllm: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -63,7 +66,11 @@ async def _run(config: ServingConfig, settings: ServerSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     parent = os.environ.get(ENV_PARENT_PID, "")
     watcher = asyncio.create_task(_watch_parent(int(parent), stop)) if parent.isdigit() else None
-    await serve(config, settings, stop)
+    try:
+        await serve(config, settings, stop)
+    finally:
+        if settings.gpu_ledger:
+            GpuLedger(settings.gpu_ledger, engine_key(config)).release()
     if watcher is not None:
         watcher.cancel()
 

@@ -208,6 +208,7 @@ class VLLMArgs:
     enable_prefix_caching: bool | None = None
     ignored_config_keys: tuple[str, ...] = ()
     enforce_eager: bool = False  # no CUDA graphs: nothing reserved for them
+    enable_sleep_mode: bool = False  # /sleep and /wake_up work (with VLLM_SERVER_DEV_MODE=1)
 
     @property
     def served_model_name(self) -> str:
@@ -304,6 +305,7 @@ def _build_parser() -> _Parser:
     p.add_argument("--quantization", "-q", choices=sorted(_QUANTIZATION_FLAG))
     p.add_argument("--load-format", default="auto")
     p.add_argument("--use-v2-block-manager", action="store_true")
+    p.add_argument("--enable-sleep-mode", action="store_true")  # gated by the dialect table
     p.add_argument("--speculative-config")
     # Legacy dialect (gated by the dialect table before parsing).
     p.add_argument("--speculative-model")
@@ -555,6 +557,7 @@ def parse_args(argv: Sequence[str], version: Version) -> VLLMArgs:
         enable_prefix_caching=prefix_caching,
         ignored_config_keys=ignored,
         enforce_eager=bool(ns.enforce_eager),
+        enable_sleep_mode=ns.enable_sleep_mode,
     )
 
 

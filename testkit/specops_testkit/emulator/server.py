@@ -7,7 +7,8 @@ like a GPU's whatever the time scale; request *rates* seen by Prometheus are per
 
 Endpoints: ``GET /health`` (503 until the simulated model load is over), ``GET /v1/models``,
 ``GET /version``, ``POST /v1/completions`` and ``POST /v1/chat/completions`` (with ``stream``),
-``GET /metrics``.  The emulator-only request field ``prompt_kind`` (or header
+``GET /metrics``; with ``VLLM_SERVER_DEV_MODE=1`` the sleep-mode endpoints
+(``sleep.py``).  The emulator-only request field ``prompt_kind`` (or header
 ``X-SpecOps-Prompt-Kind``) says what the prompt is: chat (default), summarization or code.
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from specops.vllm.dialect import format_version
+from specops_testkit.emulator import sleep as sleep_mode
 from specops_testkit.emulator.args import ServingConfig, StartupError
 from specops_testkit.emulator.metrics import MetricSet, VLLMMetrics
 from specops_testkit.emulator.perf import (
@@ -67,6 +69,8 @@ class ServerSettings:
     time_scale: float = 1.0
     load_seconds: float = 1.0
     seed: int = 0
+    dev_mode: bool = False  # VLLM_SERVER_DEV_MODE: registers /sleep, /wake_up, /is_sleeping
+    gpu_ledger: str | None = None  # the file the engines sharing this pod's GPUs account in
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], default_seed: int | None = None) -> ServerSettings:
@@ -95,6 +99,8 @@ class ServerSettings:
             time_scale=scale,
             load_seconds=number(ENV_LOAD_SECONDS, 1.0),
             seed=seed,
+            dev_mode=sleep_mode.dev_mode(env),
+            gpu_ledger=env.get(sleep_mode.ENV_GPU_LEDGER) or None,
         )
 
 
@@ -157,6 +163,15 @@ class Emulator:
         self._loop_task: asyncio.Task[None] | None = None
         self._started_wall = 0.0
         self._last_end = 0.0
+        self.sleep_state = sleep_mode.SleepState()
+        self._sleep_lock = asyncio.Lock()
+        self._admit = asyncio.Event()  # set whenever new requests may enter the engine
+        self._admit.set()
+        self.ledger = (
+            sleep_mode.GpuLedger(settings.gpu_ledger, sleep_mode.engine_key(config))
+            if settings.gpu_ledger
+            else None
+        )
         self.app = self._build_app()
 
     # -- clock --------------------------------------------------------------------------------
@@ -180,7 +195,8 @@ class Emulator:
 
     async def _steps(self) -> None:
         while True:
-            if not self.engine.has_work:
+            if not self.engine.has_work or self.sleep_state.paused:
+                # Asleep or paused, vLLM queues new requests and steps nothing (0.32: PAUSED_NEW).
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -234,6 +250,13 @@ class Emulator:
         app.router.add_get("/metrics", self.metrics_endpoint)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
+        routes = sleep_mode.sleep_routes(self.config.version, self.settings.dev_mode)
+        handlers = {"/sleep": self.sleep, "/wake_up": self.wake_up, "/is_sleeping": self.is_sleeping}
+        for path in routes:
+            if path == "/is_sleeping":
+                app.router.add_get(path, handlers[path])
+            else:
+                app.router.add_post(path, handlers[path])
         return app
 
     @web.middleware
@@ -248,7 +271,113 @@ class Emulator:
         return response
 
     async def health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)  # asleep too: /health fails only on a dead engine
+
+    # -- sleep mode (docs/emulator.md, "Sleep mode") ---------------------------------------------
+
+    def _sleep_query(self, request: web.Request) -> tuple[int, str]:
+        """``level`` and ``mode`` as this release reads them (0.32: validated, 422)."""
+        v2 = self.config.version >= sleep_mode.SLEEP_API_V2_SINCE
+        raw_level = request.query.get("level", "1")
+        raw_mode = (
+            request.query.get("mode", "abort") if sleep_mode.has_pause_mode(self.config.version) else "abort"
+        )
+        try:
+            level = int(raw_level)
+        except ValueError:
+            level = -1
+        if v2 and (not 0 <= level <= 2 or raw_mode not in sleep_mode.PAUSE_MODES):
+            raise BadRequestError(f"invalid sleep query: level={raw_level!r} mode={raw_mode!r}", 422)
+        if level not in (1, 2) and not (v2 and level == 0):
+            raise BadRequestError(
+                f"invalid literal for sleep level: {raw_level!r}", 500, "InternalServerError"
+            )
+        if raw_mode not in sleep_mode.PAUSE_MODES:
+            raise BadRequestError(f"Invalid pause mode: {raw_mode}", 500, "InternalServerError")
+        return level, raw_mode
+
+    async def _switch_pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds / self.settings.time_scale)
+
+    async def sleep(self, request: web.Request) -> web.Response:
+        level, mode = self._sleep_query(request)
+        if not self.config.args.enable_sleep_mode and level >= 1:
+            raise BadRequestError(
+                "Sleep mode is not enabled: start vLLM with --enable-sleep-mode", 500, "InternalServerError"
+            )
+        async with self._sleep_lock:
+            state = self.sleep_state
+            if "weights" not in state.asleep_tags:
+                state.holding = True  # new requests queue from now on
+                if mode == "wait":
+                    while self.engine.has_work:  # in-flight requests finish
+                        await asyncio.sleep(0.01)
+                elif mode == "abort":
+                    for pending in list(self._pending.values()):
+                        self.abort(pending)
+                        pending.tokens.put_nowait(None)
+                state.paused = True  # "keep": in-flight requests stay, unstepped, until wake
+                if level >= 1:
+                    moved = sleep_mode.weights_gib_total(self.config) if level == 1 else 0.0
+                    await self._switch_pause(sleep_mode.switch_seconds(moved, level))
+                    state.asleep_tags = set(sleep_mode.TAGS)
+                    state.level = level
+                    state.weights_discarded = level == 2
+                    if self.ledger is not None:
+                        total = self.config.memory.inputs.gpu_memory_gib
+                        self.ledger.claim(total, sleep_mode.asleep_gib(self.config), "{need}")
+                log.info("asleep at level %d (mode %s)", level, mode)
+        if self.config.version >= sleep_mode.SLEEP_API_V2_SINCE:
+            return web.json_response({"status": "sleeping", "level": level})
         return web.Response(status=200)
+
+    async def wake_up(self, request: web.Request) -> web.Response:
+        tags: list[str] | None = None
+        if sleep_mode.has_wake_tags(self.config.version):
+            tags = request.query.getall("tags", []) or None
+        async with self._sleep_lock:
+            state = self.sleep_state
+            waking = set(sleep_mode.TAGS) if tags is None else {t for t in tags if t in sleep_mode.TAGS}
+            waking &= state.asleep_tags
+            if waking:
+                remaining = state.asleep_tags - waking
+                # Per GPU afterwards: the whole share when fully awake, else the residual plus the
+                # weights when only they come back (the KV cache stays released).
+                need = sleep_mode.asleep_gib(self.config)
+                if not remaining:
+                    need = sleep_mode.awake_gib(self.config)
+                elif "weights" in waking:
+                    need += self.config.memory.weights_gib
+                if self.ledger is not None:
+                    try:
+                        self.ledger.claim(
+                            self.config.memory.inputs.gpu_memory_gib,
+                            need,
+                            "CUDA out of memory: waking needs {need:.2f} GiB per GPU; {free:.2f} GiB "
+                            "of {total:.2f} GiB are free",
+                        )
+                    except MemoryError as exc:
+                        raise BadRequestError(str(exc), 500, "InternalServerError") from None
+                level = state.level or 1
+                moved = (
+                    sleep_mode.weights_gib_total(self.config) if "weights" in waking and level == 1 else 0.0
+                )
+                await self._switch_pause(sleep_mode.switch_seconds(moved, level))
+                state.asleep_tags = remaining
+            if not state.asleep_tags and (state.paused or state.holding):
+                # Scheduling resumes once all memory is resident again (0.32: fully awake).
+                state.paused = state.holding = False
+                state.level = None
+                self._admit.set()
+                self._wake.set()
+            fully_awake = not state.sleeping
+            log.info("wake_up tags=%s: %s", tags, "awake" if fully_awake else "still sleeping")
+        if self.config.version >= sleep_mode.SLEEP_API_V2_SINCE:
+            return web.json_response({"status": "awake" if fully_awake else "sleeping", "tags": tags})
+        return web.Response(status=200)
+
+    async def is_sleeping(self, request: web.Request) -> web.Response:
+        return web.json_response({"is_sleeping": self.sleep_state.sleeping})
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": format_version(self.config.version)})
@@ -352,6 +481,9 @@ class Emulator:
             prompt_kind=kind,
             eos_after=None if body.get("ignore_eos") else sample_eos_after(self.request_rng, kind),
         )
+        while self.sleep_state.holding:  # asleep or pausing: vLLM queues the request
+            self._admit.clear()
+            await self._admit.wait()
         try:
             pending = self.submit(request)
         except ValueError as exc:
