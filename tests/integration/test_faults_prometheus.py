@@ -3,7 +3,9 @@
 The time scale of test_policy_loop (2 s evaluations over 10 s windows), one request per second
 against two emulated replicas, and a 1 s query timeout.  What each fault must do:
 
-* HTTP 500, an answer slower than the timeout, a body that is not JSON: Error verdicts, so
+* HTTP 500, an answer slower than the timeout, an answer trickling in a few bytes at a time (no
+  read waits past the timeout, the whole answer takes longer than the evaluation's deadline), a
+  body that is not JSON: Error verdicts, so
   ``MetricsAvailable=False`` (reason ``PrometheusError``, the cause in the message), the mode held
   with ``onMetricsUnavailable: Hold``; back to ``True`` and evaluating once Prometheus answers.
 * NaN or +Inf in every sample, or empty vectors: Prometheus answers, but with no usable value: NoData
@@ -33,6 +35,7 @@ from tests.support.live_cluster import condition, create_si, event_reasons, get_
 pytestmark = pytest.mark.integration
 MODEL = "RedHatAI/Meta-Llama-3.1-70B-Instruct-quantized.w8a8"
 QUERY_TIMEOUT = 1.0
+DEADLINE = 3.0  # all the queries of one evaluation
 
 
 class SteadyLoad:
@@ -73,7 +76,12 @@ def proxy(testbed: Testbed) -> Iterator[FaultProxy]:
 @pytest.fixture
 def faulty(namespace: str, proxy: FaultProxy, start_operator: Any) -> str:
     """An operator that reaches Prometheus through the fault proxy."""
-    start_operator(resync_seconds=5.0, prometheus_url=proxy.url, prometheus_timeout=QUERY_TIMEOUT)
+    start_operator(
+        resync_seconds=5.0,
+        prometheus_url=proxy.url,
+        prometheus_timeout=QUERY_TIMEOUT,
+        prometheus_deadline=DEADLINE,
+    )
     return namespace
 
 
@@ -113,13 +121,15 @@ def test_failing_prometheus_holds_the_mode_then_recovers(
     assert load is not None
     try:
         wait_verdict(api, ns, "Healthy")
-        for fault, cause in [
-            (Fault.ERROR, "HTTP 500"),
-            (Fault.SLOW, "timed out"),
-            (Fault.GARBAGE, "bad answer"),
+        for fault, delay, cause in [
+            (Fault.ERROR, 0.0, "HTTP 500"),
+            (Fault.SLOW, 4 * QUERY_TIMEOUT, "timed out: no answer within 1 s"),
+            # 8 bytes every 0.3 s: each read well within the timeout, the answers far past the deadline.
+            (Fault.TRICKLE, 0.3, f"within the {DEADLINE:g} s"),  # the client's or the evaluator's deadline
+            (Fault.GARBAGE, 0.0, "bad answer"),
         ]:
             errors_before = evaluations("Error")
-            proxy.set(fault, delay=4 * QUERY_TIMEOUT)
+            proxy.set(fault, delay=delay)
             cond = wait_for(lambda: (c := metrics_condition(api, ns)).get("status") == "False" and c, 30,
                             f"MetricsAvailable=False on {fault}")  # fmt: skip
             assert cond["reason"] == "PrometheusError", cond

@@ -1,6 +1,7 @@
 """Security on the real test world: PromQL injection against the real Prometheus, the Hugging Face
-token never leaving its Secret, the webhook serving TLS only, and the operator running on a
-read-only root filesystem.
+token never leaving its Secret, the Prometheus URL allowlist (no request forgery through
+spec.policy.prometheusUrl), the webhook serving TLS only, and the operator running on a read-only
+root filesystem.
 
 Least-privilege RBAC is tested in tests/packaging (rbac.py, test_install.py: the chart's grants,
 which hold no Secrets, are all used in a lifecycle and nothing is refused); the chart's pod
@@ -33,6 +34,7 @@ from kubernetes import client
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops.metrics.promql import build_queries, selector
 from specops_testkit.testbed.controlplane import free_port
+from specops_testkit.testbed.faultproxy import FaultProxy
 from specops_testkit.testbed.stack import Testbed
 from tests.support.hostile import HOSTILE_LABEL_VALUES
 from tests.support.live_cluster import (
@@ -183,6 +185,58 @@ def test_hf_token_never_leaves_its_secret(
         assert token == [
             {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
         ]
+
+
+# ----------------------------------------------------------------- the Prometheus URL allowlist
+
+
+def test_admission_refuses_a_prometheus_url_off_the_allowlist(
+    api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any
+) -> None:
+    """Through the real API server: a URL the operator does not allow is refused with a message
+    naming the field and the fix; an allowed one, and none at all, are admitted."""
+    allowed = "http://thanos-query.monitoring.svc:9090"
+    start_operator(allowed_prometheus_urls=[allowed])
+    doc = example_doc()
+    doc["spec"]["policy"] = {"prometheusUrl": "http://169.254.169.254/latest/meta-data"}
+    with pytest.raises(client.ApiException) as refused:
+        create_si(api, namespace, doc)
+    message = json.loads(refused.value.body)["message"]
+    assert refused.value.status in (400, 422), message
+    assert (
+        "spec.policy.prometheusUrl: 'http://169.254.169.254/latest/meta-data' is not a Prometheus" in message
+    )
+    assert "--allowed-prometheus-url" in message and allowed in message and testbed.prometheus_url in message
+    for i, url in enumerate([allowed + "/", testbed.prometheus_url, None]):
+        doc["metadata"]["name"] = f"allowed-{i}"
+        doc["spec"]["policy"] = {"prometheusUrl": url} if url else {}
+        create_si(api, namespace, doc)
+
+
+@local_only
+def test_a_forged_url_that_slipped_past_admission_is_never_queried(
+    api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any
+) -> None:
+    """The webhook fails open (an operator down at creation admits anything), so the evaluator
+    checks the allowlist too: the resource gets an Error verdict saying why, and its URL (here a
+    proxy in front of the real Prometheus, counting requests) is never called."""
+    with FaultProxy(testbed.prometheus_url) as forged:
+        start_operator(webhooks=False)  # nothing at admission: as if the webhook were down
+        doc = example_doc("demo-llama70b.yaml")
+        doc["spec"]["policy"]["prometheusUrl"] = forged.url
+        create_si(api, namespace, doc)
+        name = doc["metadata"]["name"]
+        cond = wait_for(lambda: (c := condition(get_si(api, namespace, name), "MetricsAvailable")).get("status")
+                        == "False" and c, 60, "MetricsAvailable=False")  # fmt: skip
+        assert cond["reason"] == "PrometheusError", cond
+        assert (
+            f"spec.policy.prometheusUrl {forged.url!r} is not on the operator's allowlist" in cond["message"]
+        )
+        # Several evaluations later (2 s apart): errors counted, and still not one request sent.
+        wait_for(lambda: get_si(api, namespace, name)["status"].get("counters", {}).get("errors", 0) >= 3,
+                 30, "3 evaluations")  # fmt: skip
+        assert sum(forged.requests.values()) == 0, forged.requests
+        assert get_si(api, namespace, name)["status"]["mode"] == "Speculative"  # held, never switched
 
 
 # -------------------------------------------------------------------------- webhook TLS only
