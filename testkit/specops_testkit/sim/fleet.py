@@ -30,7 +30,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from specops.api.v1alpha1 import PolicySpec, ServingMode, SpeculativeInferenceSpec, parse_duration
+from specops.api.v1alpha1 import (
+    PolicySpec,
+    RolloutStrategy,
+    ServingMode,
+    SpeculativeInferenceSpec,
+    parse_duration,
+)
+from specops.plan.hotswap import ReplicaEngine, Swap, plan_swap
 from specops.plan.reconcile import Observed, Plan, plan_evaluation, plan_reconcile, plan_status_after_switch
 from specops.plan.rollout import split_for_mode
 from specops.plan.status import rfc3339
@@ -49,6 +56,7 @@ from specops_testkit.emulator.perf import (
     StepResult,
     sample_eos_after,
 )
+from specops_testkit.sim.hotswap import swap_seconds
 from specops_testkit.testbed.scenario import Arrival
 
 SCRAPE_SECONDS = 5.0  # the testbed's (and a typical PodMonitor's) scrape interval
@@ -96,6 +104,8 @@ class SimPod:
     free_at: float = 0.0  # end of the step in flight
     gone_at: float | None = None
     successor: SimPod | None = None  # the pod waiting for this one's GPUs
+    swapping_to: Pool | None = None  # HotSwap: draining, then sleep + wake into this pool
+    swap_started: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -212,6 +222,7 @@ class Fleet:
         self.records = {Pool.SPECULATIVE: PoolRecord(), Pool.BASELINE: PoolRecord()}
         self.applied = split
         self._count = 0
+        self.swap_seconds: float | None = None  # HotSwap: a replica's sleep + wake
         for pool, n in ((Pool.SPECULATIVE, split.speculative), (Pool.BASELINE, split.baseline)):
             for _ in range(n):
                 self._new_pod(pool, ready_at=0.0)
@@ -246,7 +257,10 @@ class Fleet:
         """
         d_spec = split.speculative - self.applied.speculative
         d_base = split.baseline - self.applied.baseline
-        if {d_spec, d_base} == {1, -1}:
+        swap = self._hot_swap(split, now) if {d_spec, d_base} == {1, -1} else None
+        if swap is not None:
+            self.swap(next(p for p in self.pods if p.name == swap.replica), swap.to_pool, now)
+        elif {d_spec, d_base} == {1, -1}:
             to = Pool.SPECULATIVE if d_spec > 0 else Pool.BASELINE
             old = self._leaving(Pool.BASELINE if to is Pool.SPECULATIVE else Pool.SPECULATIVE, now)
             old.terminating_at = now
@@ -259,8 +273,40 @@ class Fleet:
                     self._leaving(pool, now).terminating_at = now
         self.applied = split
 
+    def _hot_swap(self, split: PoolSplit, now: float) -> Swap | None:
+        """With HotSwap, the replica the operator's ``plan_swap`` picks (None: restart as usual)."""
+        if self.swap_seconds is None:
+            return None
+        replicas = [
+            ReplicaEngine(p.name, None if p.swapping_to else p.pool, p.ready(now))
+            for p in self.pods
+            if p.active
+        ]
+        return plan_swap(split, replicas)
+
+    def swap(self, pod: SimPod, to_pool: Pool, now: float) -> None:
+        """HotSwap: ``pod`` leaves the routing now and drains; once drained (or past the grace
+        period, its leftovers aborted) its engine sleeps and the other wakes, ``swap_seconds``
+        later it serves in ``to_pool``.  The pod and its GPUs stay."""
+        pod.swapping_to = to_pool
+        pod.swap_started = now
+        pod.ready_at = math.inf
+
+    def _finish_swaps(self, now: float) -> None:
+        for p in self.pods:
+            if p.swapping_to is None or p.free_at > now:
+                continue
+            if p.engine.has_work and now - p.swap_started < TERMINATION_GRACE_SECONDS:
+                continue
+            for r in [*p.engine.running, *p.engine.waiting]:
+                p.engine.abort(r, now)
+            p.pool, p.swapping_to = p.swapping_to, None
+            p.engine = Engine(self.configs[p.pool])
+            p.ready_at = now + (self.swap_seconds or 0.0)
+
     def retire(self, now: float) -> None:
         """Pods that finished draining leave; those past their grace period are killed."""
+        self._finish_swaps(now)
         for p in self.pods:
             if p.terminating_at is None or p.gone_at is not None or p.free_at > now:
                 continue
@@ -457,6 +503,8 @@ def simulate(
     probe_replicas = policy.probe.replicas
     mode = ServingMode(initial_mode)
     fleet = Fleet(configs, split_for_mode(mode, spec.replicas, probe_replicas), startup_seconds, seed)
+    if spec.rollout.effective_strategy is RolloutStrategy.HOT_SWAP:
+        fleet.swap_seconds = swap_seconds(configs)
     controller = SimController(spec, fleet) if adaptive else None
     if controller is not None:
         controller.reconcile(0.0)  # the first deployment: the pods above are its pods
