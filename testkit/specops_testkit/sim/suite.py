@@ -10,6 +10,9 @@
 * ``oracle``: for each phase, whichever static configuration had the lower P99 TPOT on that
   phase's requests, stitched together.  It switches for free at phase boundaries, so it is a
   bound no real controller reaches.
+* ``hindsight``: the best switching schedule found knowing the scenario in advance, every switch
+  executed by the operator's rollout and paying its drain, model load and lost capacity
+  (``sim.hindsight``): the fair bound for a controller that must pay for its switches.
 
 Each scenario runs under two policy profiles: ``scenario`` (the resource's ``spec.policy`` as
 written, a fast profile in the shipped scenarios) and ``defaults`` (``spec.policy`` reset to the
@@ -30,6 +33,7 @@ from specops.api.v1alpha1 import BatchSizeTokens, PolicySpec, SpeculativeInferen
 from specops.policy.decide import BASELINE, PROBING, SPECULATIVE, Transition
 from specops_testkit.emulator.workload import quantile
 from specops_testkit.sim.fleet import Run, Served, simulate
+from specops_testkit.sim.hindsight import HindsightResult, hindsight
 from specops_testkit.testbed.scenario import SLO, Scenario, arrivals, load_scenario
 
 ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE = (
@@ -40,8 +44,10 @@ ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE = (
     "specops-surge",
     "oracle",
 )
-STRATEGIES = (ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE)
-STATIC = (ALWAYS, NEVER, DYNAMIC)  # runs that never read spec.policy
+HINDSIGHT = "hindsight"
+STRATEGIES = (ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE, HINDSIGHT)
+# Runs that never read spec.policy's decisions (the hindsight schedules its own switches).
+STATIC = (ALWAYS, NEVER, DYNAMIC, HINDSIGHT)
 PROFILE_SCENARIO, PROFILE_DEFAULTS = "scenario", "defaults"
 PROFILES = (PROFILE_SCENARIO, PROFILE_DEFAULTS)
 
@@ -108,6 +114,7 @@ class ScenarioResult:
     oracle_choice: dict[str, str]  # phase -> the static strategy the oracle used
     figures: dict[str, Figures]
     profile: str = PROFILE_SCENARIO  # which spec.policy the adaptive strategies ran with
+    hindsight: HindsightResult | None = None  # the hindsight's schedule and search, when run
 
     @property
     def label(self) -> str:
@@ -119,6 +126,8 @@ class ScenarioResult:
         """Serving-configuration changes of one strategy: the oracle's are its regime changes."""
         if strategy == ORACLE:
             return self.regime_changes
+        if strategy == HINDSIGHT and self.hindsight is not None:
+            return len(self.hindsight.schedule.switches)  # it may start in Baseline
         run = self.runs.get(strategy)
         return 0 if run is None else serving_switches(run.transitions)
 
@@ -187,6 +196,7 @@ def run_scenario(
     *,
     profile: str = PROFILE_SCENARIO,
     reuse: dict[str, Run] | None = None,
+    reuse_hindsight: HindsightResult | None = None,
 ) -> ScenarioResult:
     """Run ``strategies`` on ``scenario``; runs in ``reuse`` (same scenario, same traffic) are
     taken as they are instead of being simulated again."""
@@ -197,6 +207,7 @@ def run_scenario(
     hpa = [(c.seconds, c.replicas) for c in scenario.replica_changes]
     runs: dict[str, Run] = {name: run for name, run in (reuse or {}).items() if name in todo}
     todo -= set(runs)
+    searched = reuse_hindsight if HINDSIGHT in runs else None
 
     def run(
         adaptive: bool,
@@ -230,6 +241,11 @@ def run_scenario(
     if SPECOPS_SURGE in todo:
         surge = spec.model_copy(update={"rollout": spec.rollout.model_copy(update={"max_surge": 1})})
         runs[SPECOPS_SURGE] = run(adaptive=True, served=surge)
+    if HINDSIGHT in todo:
+        searched = hindsight(
+            spec, traffic, startup_seconds=scenario.startup_seconds, seed=scenario.seed, replica_changes=hpa
+        )
+        runs[HINDSIGHT] = searched.run
     oracle: list[Served] = []
     choice: dict[str, str] = {}
     if ORACLE in todo:
@@ -238,7 +254,7 @@ def run_scenario(
     if ORACLE in todo:
         figs[ORACLE] = figures(oracle, scenario.slo, _changes(choice))
     ordered = {name: figs[name] for name in STRATEGIES if name in figs}
-    return ScenarioResult(scenario, spec, runs, oracle, choice, ordered, profile)
+    return ScenarioResult(scenario, spec, runs, oracle, choice, ordered, profile, searched)
 
 
 def _changes(choice: dict[str, str]) -> int:
@@ -266,5 +282,12 @@ def run_file_profiles(
     shared = {n: r for n, r in written.runs.items() if same or n in STATIC}
     return [
         written,
-        run_scenario(written.scenario, defaults, strategies, profile=PROFILE_DEFAULTS, reuse=shared),
+        run_scenario(
+            written.scenario,
+            defaults,
+            strategies,
+            profile=PROFILE_DEFAULTS,
+            reuse=shared,
+            reuse_hindsight=written.hindsight,
+        ),
     ]
