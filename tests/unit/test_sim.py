@@ -217,6 +217,7 @@ def test_simulate_command_writes_table_json_and_plots(tmp_path: Path) -> None:
         "vllm-dynamic",
         "specops",
         "specops-surge",
+        "specops-hot-swap",
         "oracle",
     ]
     assert [(r["scenario"], r["policy_profile"], r["strategy"]) for r in rows] == [

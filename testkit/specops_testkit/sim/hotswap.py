@@ -9,6 +9,7 @@ weights each engine moves).
 from __future__ import annotations
 
 from specops.api.catalog import GIB
+from specops.api.v1alpha1 import RolloutStrategy, SpeculativeInferenceSpec
 from specops.render.manifests import Pool
 from specops_testkit.emulator.perf import EngineConfig
 from specops_testkit.emulator.sleep import switch_seconds
@@ -23,3 +24,9 @@ def engine_weights_gib(config: EngineConfig) -> float:
 def swap_seconds(configs: dict[Pool, EngineConfig]) -> float:
     """One engine to sleep, the other awake: the same either way (both engines move their weights)."""
     return sum(switch_seconds(engine_weights_gib(c), 1) for c in configs.values())
+
+
+def with_hot_swap(spec: SpeculativeInferenceSpec) -> SpeculativeInferenceSpec:
+    """``spec`` with ``spec.rollout.strategy: HotSwap`` (and no surge)."""
+    rollout = spec.rollout.model_copy(update={"strategy": RolloutStrategy.HOT_SWAP, "max_surge": 0})
+    return spec.model_copy(update={"rollout": rollout})

@@ -7,6 +7,8 @@
   resource's ``spec.rollout.maxSurge`` (0 by default: a moved replica is out of service while it
   drains and starts);
 * ``specops-surge``: the same with ``spec.rollout.maxSurge: 1`` (GPUs for one more pod);
+* ``specops-hot-swap``: the same with ``spec.rollout.strategy: HotSwap`` (both engines in every pod,
+  a switch is a drain, a sleep and a wake; no extra GPU);
 * ``oracle``: for each phase, whichever static configuration had the lower P99 TPOT on that
   phase's requests, stitched together.  It switches for free at phase boundaries, so it is a
   bound no real controller reaches.
@@ -34,6 +36,7 @@ from specops.policy.decide import BASELINE, PROBING, SPECULATIVE, Transition
 from specops_testkit.emulator.workload import quantile
 from specops_testkit.sim.fleet import Run, Served, simulate
 from specops_testkit.sim.hindsight import HindsightResult, hindsight
+from specops_testkit.sim.hotswap import with_hot_swap
 from specops_testkit.testbed.scenario import SLO, Scenario, arrivals, load_scenario
 
 ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE = (
@@ -45,7 +48,9 @@ ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE = (
     "oracle",
 )
 HINDSIGHT = "hindsight"
-STRATEGIES = (ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE, HINDSIGHT)
+# HotSwap (spec.rollout.strategy): both engines in every pod; a switch drains, sleeps and wakes.
+SPECOPS_HOT_SWAP = "specops-hot-swap"
+STRATEGIES = (ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, SPECOPS_HOT_SWAP, ORACLE, HINDSIGHT)
 # Runs that never read spec.policy's decisions (the hindsight schedules its own switches).
 STATIC = (ALWAYS, NEVER, DYNAMIC, HINDSIGHT)
 PROFILE_SCENARIO, PROFILE_DEFAULTS = "scenario", "defaults"
@@ -241,6 +246,8 @@ def run_scenario(
     if SPECOPS_SURGE in todo:
         surge = spec.model_copy(update={"rollout": spec.rollout.model_copy(update={"max_surge": 1})})
         runs[SPECOPS_SURGE] = run(adaptive=True, served=surge)
+    if SPECOPS_HOT_SWAP in todo:
+        runs[SPECOPS_HOT_SWAP] = run(adaptive=True, served=with_hot_swap(spec))
     if HINDSIGHT in todo:
         searched = hindsight(
             spec, traffic, startup_seconds=scenario.startup_seconds, seed=scenario.seed, replica_changes=hpa
