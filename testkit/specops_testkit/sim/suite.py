@@ -1,12 +1,17 @@
 """Strategies compared on one scenario, and the figures the benchmark reports.
 
 * ``always-speculative`` and ``never-speculative``: the two static configurations;
-* ``vllm-dynamic``: speculative pods with vLLM's own k-by-batch-size table (``DYNAMIC_TABLE``), no
-  operator: what vLLM does alone;
+* ``vllm-dynamic``: speculative pods with vLLM's own k-by-batch-size table as a user would write it
+  (``dynamic_table``), no operator: what vLLM does alone;
+* ``derived-table``: speculative pods with the table SpecOps derives (``tokensPerBatchSizeMode:
+  Auto``, from the catalog's prior acceptance: what a new deployment renders), no operator;
+* ``derived-table-live``: the same with the table derived from the acceptance the pool shows over
+  the scenario (what the live per-position counters converge to), no operator;
 * ``specops``: the operator's policy and rollout in the loop (starting speculative), with the
   resource's ``spec.rollout.maxSurge`` (0 by default: a moved replica is out of service while it
   drains and starts);
 * ``specops-surge``: the same with ``spec.rollout.maxSurge: 1`` (GPUs for one more pod);
+* ``specops-derived``: SpecOps whose speculative pool runs the derived table (``Auto``);
 * ``specops-hot-swap``: the same with ``spec.rollout.strategy: HotSwap`` (both engines in every pod,
   a switch is a drain, a sleep and a wake; no extra GPU);
 * ``oracle``: for each phase, whichever static configuration had the lower P99 TPOT on that
@@ -31,13 +36,22 @@ from pathlib import Path
 
 import yaml
 
-from specops.api.v1alpha1 import BatchSizeTokens, PolicySpec, SpeculativeInference, SpeculativeInferenceSpec
+from specops.api.v1alpha1 import (
+    BatchSizeTokens,
+    PolicySpec,
+    SpeculativeInference,
+    SpeculativeInferenceSpec,
+    TokensPerBatchSizeMode,
+)
 from specops.policy.decide import BASELINE, PROBING, SPECULATIVE, Transition
+from specops.render.manifests import Pool
+from specops.vllm.speculation_table import conditional_from_cumulative, derive_for_spec
+from specops_testkit.emulator.perf import PromptKind, acceptance, per_position_alpha
 from specops_testkit.emulator.workload import quantile
-from specops_testkit.sim.fleet import Run, Served, simulate
+from specops_testkit.sim.fleet import Run, Served, engine_config, simulate
 from specops_testkit.sim.hindsight import HindsightResult, hindsight
 from specops_testkit.sim.hotswap import with_hot_swap
-from specops_testkit.testbed.scenario import SLO, Scenario, arrivals, load_scenario
+from specops_testkit.testbed.scenario import SLO, Arrival, Scenario, arrivals, load_scenario
 
 ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE = (
     "always-speculative",
@@ -50,9 +64,22 @@ ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, ORACLE = (
 HINDSIGHT = "hindsight"
 # HotSwap (spec.rollout.strategy): both engines in every pod; a switch drains, sleeps and wakes.
 SPECOPS_HOT_SWAP = "specops-hot-swap"
-STRATEGIES = (ALWAYS, NEVER, DYNAMIC, SPECOPS, SPECOPS_SURGE, SPECOPS_HOT_SWAP, ORACLE, HINDSIGHT)
+DERIVED, DERIVED_LIVE, SPECOPS_DERIVED = "derived-table", "derived-table-live", "specops-derived"
+STRATEGIES = (
+    ALWAYS,
+    NEVER,
+    DYNAMIC,
+    DERIVED,
+    DERIVED_LIVE,
+    SPECOPS,
+    SPECOPS_SURGE,
+    SPECOPS_HOT_SWAP,
+    SPECOPS_DERIVED,
+    ORACLE,
+    HINDSIGHT,
+)
 # Runs that never read spec.policy's decisions (the hindsight schedules its own switches).
-STATIC = (ALWAYS, NEVER, DYNAMIC, HINDSIGHT)
+STATIC = (ALWAYS, NEVER, DYNAMIC, DERIVED, DERIVED_LIVE, HINDSIGHT)
 PROFILE_SCENARIO, PROFILE_DEFAULTS = "scenario", "defaults"
 PROFILES = (PROFILE_SCENARIO, PROFILE_DEFAULTS)
 
@@ -65,6 +92,54 @@ def dynamic_table(k: int) -> list[BatchSizeTokens]:
         BatchSizeTokens(min_batch_size=9, max_batch_size=31, num_speculative_tokens=min(k, 2)),
         BatchSizeTokens(min_batch_size=32, max_batch_size=1 << 20, num_speculative_tokens=0),
     ]
+
+
+def with_table(spec: SpeculativeInferenceSpec, rows: list[BatchSizeTokens]) -> SpeculativeInferenceSpec:
+    speculation = spec.speculation.model_copy(
+        update={"tokens_per_batch_size": rows, "tokens_per_batch_size_mode": TokensPerBatchSizeMode.MANUAL}
+    )
+    return spec.model_copy(update={"speculation": speculation})
+
+
+def with_auto_table(spec: SpeculativeInferenceSpec) -> SpeculativeInferenceSpec:
+    """``spec`` with ``tokensPerBatchSizeMode: Auto`` (the renderer derives the table)."""
+    speculation = spec.speculation.model_copy(
+        update={"tokens_per_batch_size": None, "tokens_per_batch_size_mode": TokensPerBatchSizeMode.AUTO}
+    )
+    return spec.model_copy(update={"speculation": speculation})
+
+
+def pool_acceptance(spec: SpeculativeInferenceSpec, traffic: Sequence[Arrival]) -> tuple[float, ...]:
+    """The conditional per-position acceptance the speculative pool's counters would show over
+    ``traffic`` at its configured k: every request's per-position alpha (the emulator's), the
+    cumulative acceptance at each position averaged over requests, then made conditional."""
+    cfg = engine_config(spec, Pool.SPECULATIVE)
+    p = cfg.proposer
+    if p is None or not traffic:
+        raise ValueError("the speculative pool has no proposer")
+    k = p.num_speculative_tokens
+    alphas = [
+        per_position_alpha(
+            acceptance(p.method, PromptKind(a.prompt_kind), a.temperature, p.pairing, cfg.constants),
+            k,
+            cfg.constants,
+        )
+        for a in traffic
+    ]
+    cumulative = [sum(alpha**i for alpha in alphas) / len(alphas) for i in range(1, k + 1)]
+    return conditional_from_cumulative(cumulative)
+
+
+def live_table(spec: SpeculativeInferenceSpec, traffic: Sequence[Arrival]) -> SpeculativeInferenceSpec:
+    """``spec`` with the table derived from ``pool_acceptance`` written in as a manual table."""
+    table = derive_for_spec(spec, pool_acceptance(spec, traffic))
+    if table is None:
+        raise ValueError("the resource's models have no shape to derive a table from")
+    rows = [
+        BatchSizeTokens(min_batch_size=lo, max_batch_size=hi, num_speculative_tokens=k)
+        for lo, hi, k in table.vllm_rows()
+    ]
+    return with_table(spec, rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,16 +311,19 @@ def run_scenario(
     if NEVER in todo:
         runs[NEVER] = run(adaptive=False, mode=BASELINE)
     if DYNAMIC in todo:
-        speculation = spec.speculation.model_copy(
-            update={"tokens_per_batch_size": dynamic_table(spec.speculation.num_speculative_tokens)}
-        )
-        dynamic = spec.model_copy(update={"speculation": speculation})
+        dynamic = with_table(spec, dynamic_table(spec.speculation.num_speculative_tokens))
         runs[DYNAMIC] = run(adaptive=False, override=dynamic)
+    if DERIVED in todo:
+        runs[DERIVED] = run(adaptive=False, override=with_auto_table(spec))
+    if DERIVED_LIVE in todo:
+        runs[DERIVED_LIVE] = run(adaptive=False, override=live_table(spec, traffic))
     if SPECOPS in todo:
         runs[SPECOPS] = run(adaptive=True)
     if SPECOPS_SURGE in todo:
         surge = spec.model_copy(update={"rollout": spec.rollout.model_copy(update={"max_surge": 1})})
         runs[SPECOPS_SURGE] = run(adaptive=True, served=surge)
+    if SPECOPS_DERIVED in todo:
+        runs[SPECOPS_DERIVED] = run(adaptive=True, override=with_auto_table(spec))
     if SPECOPS_HOT_SWAP in todo:
         runs[SPECOPS_HOT_SWAP] = run(adaptive=True, served=with_hot_swap(spec))
     if HINDSIGHT in todo:
