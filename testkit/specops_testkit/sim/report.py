@@ -125,34 +125,6 @@ def derived_table_summary(results: Sequence[ScenarioResult]) -> str:
     return "\n".join(lines)
 
 
-def _vs(result: ScenarioResult, strategy: str, *others: str) -> float | None:
-    """``strategy``'s P99 TPOT over the best of ``others``', minus one (negative: better)."""
-    f = result.figures
-    if strategy not in f or not all(o in f for o in others):
-        return None
-    return f[strategy].p99_tpot / min(f[o].p99_tpot for o in others) - 1
-
-
-def derived_table_summary(results: Sequence[ScenarioResult]) -> str:
-    """The derived k-by-batch-size table against the user-written one, the static configurations
-    and the oracle (P99 TPOT in ms; comparisons negative where the derived table is better)."""
-    lines = [
-        "| scenario | policy profile | always-spec | never-spec | vllm-dynamic (user table) | derived-table "
-        "| derived-table-live | specops | specops-derived | oracle | derived vs user table "
-        "| derived vs better static | specops-derived vs oracle |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    names = (ALWAYS, NEVER, DYNAMIC, DERIVED, DERIVED_LIVE, SPECOPS, SPECOPS_DERIVED, ORACLE)
-    for r in results:
-        f = r.figures
-        cells = [_ms(f[name].p99_tpot) if name in f else "-" for name in names]
-        lines.append(
-            f"| {r.scenario.name} | {r.profile} | {' | '.join(cells)} | {_pct(_vs(r, DERIVED, DYNAMIC))} "
-            f"| {_pct(_vs(r, DERIVED, ALWAYS, NEVER))} | {_pct(_vs(r, SPECOPS_DERIVED, ORACLE))} |"
-        )
-    return "\n".join(lines)
-
-
 def decisions(run: Run) -> str:
     if not run.transitions:
         return "No transitions."
@@ -163,7 +135,6 @@ def decisions(run: Run) -> str:
 
 def markdown(results: Sequence[ScenarioResult], plots: dict[str, str]) -> str:
     parts = ["## Summary (P99 TPOT in ms)", "", summary_table(results), ""]
-    parts += ["## The derived speculation table (P99 TPOT in ms)", "", derived_table_summary(results), ""]
     parts += ["## The derived speculation table (P99 TPOT in ms)", "", derived_table_summary(results), ""]
     for r in results:
         parts += [f"## {r.label}", "", r.scenario.description, f"Policy profile: {r.profile}.", ""]
