@@ -96,7 +96,14 @@ def test_host_memory_limit_must_hold_the_sleeping_weights(memory: str | None, re
 
 @pytest.mark.parametrize(
     ("text", "gib"),
-    [("64Gi", 64.0), ("1Ti", 1024.0), ("1073741824", 1.0), ("1.5Gi", 1.5), ("2G", 2e9 / 2**30), ("lots", None)],
+    [
+        ("64Gi", 64.0),
+        ("1Ti", 1024.0),
+        ("1073741824", 1.0),
+        ("1.5Gi", 1.5),
+        ("2G", 2e9 / 2**30),
+        ("lots", None),
+    ],
 )
 def test_quantity_gib(text: str, gib: float | None) -> None:
     assert quantity_gib(text) == (pytest.approx(gib) if gib is not None else None)
