@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from specops.api.v1alpha1 import Method, Quantization
-from specops.render.manifests import Pool, vllm_args
+from specops.render.manifests import Pool, vllm_args, vllm_command
 from specops.vllm.dialect import Dialect, parse_version
 from specops_testkit.emulator.args import (
     ENV_CHECKPOINT_QUANTIZATION,
@@ -42,7 +42,8 @@ def _spec_config(**cfg: object) -> list[str]:
 def test_rendered_args_of_every_example_parse(path: Path, pool: Pool) -> None:
     si = load_example(path.name)
     version = V(si.spec.vllm.version)
-    args = parse_args(vllm_args(si.spec, pool), version)
+    args = parse_args(vllm_command(si.spec, pool), version)
+    assert args == parse_args(vllm_args(si.spec, pool), version)  # with or without the entry point
     assert args.model == si.spec.target.model
     assert args.served_model_name == (si.spec.vllm.served_model_name or si.spec.target.model)
     assert args.tensor_parallel_size == si.spec.target.tensor_parallel_size
@@ -78,6 +79,37 @@ def test_valid_examples_start_with_their_memory_figures(path: Path, pool: Pool) 
     assert config.engine.speculative == (pool is Pool.SPECULATIVE)
     assert config.v0_engine == (version < V("0.8.0"))
     assert config.served_model_name in config.describe()
+
+
+API_SERVER = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "model"),
+    [
+        (["vllm", "serve", "M", "--port", "8000"], "M"),
+        (["vllm", "serve", "--model", "M"], "M"),  # deprecated in `vllm serve`, still accepted
+        (["vllm", "serve", "M", "--model", "other"], "M"),  # the positional model wins
+        ([*API_SERVER, "--model", "M"], "M"),
+        (["--model", "M"], "M"),  # container args alone: the image's own entry point runs
+        (["M", "--port", "8000"], "M"),
+    ],
+)
+def test_entrypoint_and_model_forms(argv: list[str], model: str) -> None:
+    assert parse_args(argv, V("0.32.0")).model == model
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([*API_SERVER, "M"], "takes --model, not a positional model"),
+        (["vllm", "serve", "--port", "8000"], "the model is missing"),
+        ([], "the model is missing"),
+    ],
+)
+def test_entrypoint_refusals(argv: list[str], message: str) -> None:
+    with pytest.raises(ArgsError, match=message):
+        parse_args(argv, V("0.32.0"))
 
 
 def test_legacy_dialect_is_read_from_legacy_flags() -> None:

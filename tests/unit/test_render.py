@@ -18,7 +18,10 @@ from specops.render.manifests import (
     selector_string,
     speculative_config,
     vllm_args,
+    vllm_command,
+    vllm_entrypoint,
 )
+from specops.vllm import dialect
 from specops.vllm.dialect import CONFIG_KEY_GATES, LEGACY_FLAG_GATES, parse_version
 from tests.support.resources import load_example, make_si
 
@@ -165,7 +168,8 @@ def test_common_args() -> None:
         vllm={"servedModelName": "llama-70b", "port": 9000},
     )
     args = vllm_args(si.spec, Pool.BASELINE)
-    assert arg_value(args, "--model") == "RedHatAI/Meta-Llama-3.1-70B-Instruct-quantized.w8a8"
+    assert args[0] == "RedHatAI/Meta-Llama-3.1-70B-Instruct-quantized.w8a8"  # `vllm serve MODEL`
+    assert "--model" not in args
     assert arg_value(args, "--served-model-name") == "llama-70b"
     assert arg_value(args, "--revision") == "abc123"
     assert arg_value(args, "--tensor-parallel-size") == "2"
@@ -176,6 +180,29 @@ def test_common_args() -> None:
     assert arg_value(args, "--port") == "9000"
     # An int8 checkpoint declares its own scheme: no --quantization flag.
     assert "--quantization" not in args
+
+
+@pytest.mark.parametrize(
+    ("version", "command", "model_args"),
+    [
+        ("0.32.0", ["vllm", "serve"], ["M"]),
+        ("0.6.0", ["vllm", "serve"], ["M"]),
+    ],
+)
+def test_entrypoint_is_rendered_per_version(version: str, command: list[str], model_args: list[str]) -> None:
+    si = make_si(vllm={"version": version}, target={"model": "M", "quantization": "none"})
+    dep = render_pool_deployment(si, Pool.BASELINE, 1)
+    assert container(dep)["command"] == command == vllm_entrypoint(si.spec)
+    assert container(dep)["args"][: len(model_args)] == model_args
+    assert vllm_command(si.spec, Pool.BASELINE) == command + container(dep)["args"]
+
+
+def test_api_server_entrypoint_takes_model_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were a release to need the module entry point, the model goes back to --model."""
+    monkeypatch.setattr(dialect, "SERVE_ENTRYPOINT_SINCE", parse_version("0.7.0"))
+    si = make_si(vllm={"version": "0.6.6"}, target={"model": "M", "quantization": "none"})
+    assert vllm_entrypoint(si.spec) == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert vllm_args(si.spec, Pool.BASELINE)[:2] == ["--model", "M"]
 
 
 def test_bitsandbytes_load_format_only_for_old_versions() -> None:

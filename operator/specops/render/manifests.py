@@ -36,8 +36,10 @@ from specops.vllm.dialect import (
     BITSANDBYTES_LOAD_FORMAT_UNTIL,
     V2_BLOCK_MANAGER_NEEDED_UNTIL,
     Dialect,
+    Entrypoint,
     Version,
     dialect_for,
+    entrypoint_for,
     parse_version,
     speculative_config_keys,
     vllm_method_name,
@@ -243,13 +245,19 @@ def served_model_name(spec: SpeculativeInferenceSpec) -> str:
     return spec.vllm.served_model_name or spec.target.model
 
 
+def vllm_entrypoint(spec: SpeculativeInferenceSpec) -> list[str]:
+    """The container command: the release's server entry point (images changed theirs over time)."""
+    return list(entrypoint_for(parse_version(spec.vllm.version)).command)
+
+
 def vllm_args(
     spec: SpeculativeInferenceSpec, pool: Pool, derived: SpeculationRows | None = None
 ) -> list[str]:
-    """The container args (the vllm-openai image's entrypoint is the API server)."""
+    """The container args: the model (positional for `vllm serve`), then the flags."""
     t = spec.target
     version = parse_version(spec.vllm.version)
-    args = ["--model", t.model, "--served-model-name", served_model_name(spec)]
+    model = [t.model] if entrypoint_for(version) is Entrypoint.SERVE else ["--model", t.model]
+    args = [*model, "--served-model-name", served_model_name(spec)]
     if t.revision:
         args += ["--revision", t.revision]
     args += [
@@ -271,6 +279,11 @@ def vllm_args(
     if pool is Pool.SPECULATIVE:
         args += speculative_args(spec, derived)
     return args + list(spec.vllm.extra_args)
+
+
+def vllm_command(spec: SpeculativeInferenceSpec, pool: Pool) -> list[str]:
+    """The whole command line a pod of ``pool`` runs (entry point, then args)."""
+    return vllm_entrypoint(spec) + vllm_args(spec, pool)
 
 
 # ------------------------------------------------------------------------------------ manifests
@@ -396,6 +409,7 @@ def render_pool_deployment(
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": spec.vllm.image,
+        "command": vllm_entrypoint(spec),
         "args": vllm_args(spec, pool, derived),
         "ports": [{"name": PORT_NAME, "containerPort": spec.vllm.port, "protocol": "TCP"}],
         "env": _env(spec),

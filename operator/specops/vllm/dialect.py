@@ -21,7 +21,11 @@ release by release; each range is [first release with it, first release without 
 * 0.16.0+ refuses unknown keys in --speculative-config, so a key is only rendered inside its range;
 * ``num_speculative_tokens_per_batch_size`` ([start, end, k] rows) exists from 0.24.0;
 * bitsandbytes needed ``--load-format bitsandbytes`` until 0.8.2 and was removed in 0.28.0;
-* Medusa was removed in 0.33.0; MTP was ``deepseek_mtp`` from 0.9.0 and ``mtp`` from 0.11.0.
+* Medusa was removed in 0.33.0; MTP was ``deepseek_mtp`` from 0.9.0 and ``mtp`` from 0.11.0;
+* the pod's command is rendered, not left to the image (whose entry point changed over time):
+  ``vllm serve MODEL`` from ``SERVE_ENTRYPOINT_SINCE``, the api_server module before it.
+
+hack/vllm-compat.sh checks these tables against real releases (docs/vllm-compat.md).
 """
 
 from __future__ import annotations
@@ -167,6 +171,30 @@ SERVER_DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
 
 def sleep_mode_gate() -> Gate:
     return since(SLEEP_MODE_SINCE)
+
+
+class Entrypoint(StrEnum):
+    """How the container starts vLLM (rendered as the container's command, not left to the image)."""
+
+    # The console script with the model as its positional argument: `vllm serve MODEL --flags`.
+    SERVE = "serve"
+    # The OpenAI server module with --model: what the vllm-openai images ran before `vllm serve`.
+    API_SERVER = "api_server"
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        if self is Entrypoint.SERVE:
+            return ("vllm", "serve")
+        return ("python3", "-m", "vllm.entrypoints.openai.api_server")
+
+
+# `vllm serve MODEL` from this release on (checked against real releases: docs/vllm-compat.md).
+SERVE_ENTRYPOINT_SINCE: Version = MIN_SUPPORTED
+
+
+def entrypoint_for(version: Version) -> Entrypoint:
+    return Entrypoint.SERVE if version >= SERVE_ENTRYPOINT_SINCE else Entrypoint.API_SERVER
+
 
 # Every other flag SpecOps renders, with the releases that accept it.
 COMMON_FLAG_GATES: dict[str, Gate] = {

@@ -36,6 +36,7 @@ from specops.vllm.dialect import (
     MTP_NAME_SINCE,
     V2_BLOCK_MANAGER_NEEDED_UNTIL,
     Dialect,
+    Entrypoint,
     Version,
     flag_allowed,
     format_version,
@@ -292,7 +293,8 @@ def _check_flags(argv: Sequence[str], version: Version) -> None:
 
 def _build_parser() -> _Parser:
     p = _Parser(prog="vllm", add_help=False, allow_abbrev=False)
-    p.add_argument("--model", required=True)
+    p.add_argument("model_tag", nargs="?")  # `vllm serve MODEL`
+    p.add_argument("--model")
     p.add_argument("--served-model-name", nargs="+", default=[])
     p.add_argument("--revision")
     p.add_argument("--host")
@@ -494,12 +496,41 @@ def _check_method(spec: SpeculativeArgs, version: Version) -> None:
         )
 
 
+def split_entrypoint(argv: Sequence[str]) -> tuple[Entrypoint | None, list[str]]:
+    """The entry point a command starts with (None: only args, the image's own entry point runs)."""
+    for entrypoint in Entrypoint:
+        n = len(entrypoint.command)
+        if tuple(argv[:n]) == entrypoint.command:
+            return entrypoint, list(argv[n:])
+    return None, list(argv)
+
+
+def _served_model(ns: argparse.Namespace, entrypoint: Entrypoint | None) -> str:
+    if ns.model_tag is not None and entrypoint is Entrypoint.API_SERVER:
+        raise ArgsError(
+            f"unrecognized arguments: {ns.model_tag} "
+            "(the api_server module takes --model, not a positional model)"
+        )
+    model = ns.model_tag or ns.model  # `vllm serve` prefers the positional model
+    if not model:
+        raise ArgsError("the model is missing: `vllm serve MODEL` or --model MODEL")
+    assert isinstance(model, str)
+    return model
+
+
 def parse_args(argv: Sequence[str], version: Version) -> VLLMArgs:
-    """Parse vLLM's command line as release ``version`` would; raise ArgsError where it would fail."""
+    """Parse vLLM's command line as release ``version`` would; raise ArgsError where it would fail.
+
+    ``argv`` may start with the entry point (``vllm serve`` or ``python3 -m
+    vllm.entrypoints.openai.api_server``, as SpecOps renders the container command) or be the
+    container args alone.
+    """
     vtext = format_version(version)
-    tokens = [_normalise(t) for t in argv]
+    entrypoint, rest = split_entrypoint(argv)
+    tokens = [_normalise(t) for t in rest]
     _check_flags(tokens, version)
     ns = _build_parser().parse_args(tokens)
+    model = _served_model(ns, entrypoint)
     if ns.speculative_config is not None and ns.speculative_model is not None:
         raise ArgsError("use either --speculative-config or --speculative-model, not both")
     ignored: tuple[str, ...] = ()
@@ -537,7 +568,7 @@ def parse_args(argv: Sequence[str], version: Version) -> VLLMArgs:
     if ns.enable_prefix_caching or ns.no_enable_prefix_caching:
         prefix_caching = bool(ns.enable_prefix_caching)
     return VLLMArgs(
-        model=ns.model,
+        model=model,
         served_model_names=tuple(ns.served_model_name),
         port=ns.port,
         host=ns.host,

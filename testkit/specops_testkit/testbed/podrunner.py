@@ -248,7 +248,7 @@ class PodRunner:
             container=container.name,
             grace_seconds=float(pod.spec.termination_grace_period_seconds or 30),
             prestop_sleep=_prestop_sleep(container),
-            args=list(container.args or []),
+            args=[*(container.command or []), *(container.args or [])],  # entry point, then args
             env={
                 "SPECOPS_EMULATOR_HOST": "",  # set below once the IP is known
                 "SPECOPS_EMULATOR_VLLM_VERSION": version,
