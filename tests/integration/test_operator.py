@@ -15,6 +15,7 @@ from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
+from specops.controller import metrics
 from specops_testkit.testbed.stack import Testbed
 from tests.support.live_cluster import (
     POD_MONITOR_CRD,
@@ -32,6 +33,17 @@ from tests.support.live_cluster import (
 from tests.support.resources import example_doc
 
 pytestmark = pytest.mark.integration
+
+
+# The no-op write test's policy interval and watch: the watch spans at least two evaluations.
+EVALUATION_SECONDS = 3.0
+WATCH_SECONDS = 8.0
+assert WATCH_SECONDS >= 2 * EVALUATION_SECONDS
+
+
+def _evaluations() -> float:
+    """Policy evaluations this process's operators have run (every verdict)."""
+    return sum(s.value for m in metrics.EVALUATIONS.collect() for s in m.samples if s.name.endswith("_total"))
 
 
 def spec_args(api: client.ApiClient, ns: str, name: str) -> list[str]:
@@ -267,15 +279,17 @@ def test_refused_without_webhook_changes_nothing(
 def test_no_op_reconcile_writes_nothing_and_restart_resumes(
     api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any
 ) -> None:
-    # Evaluations run too (no traffic: NoData each time); figures would refresh after an hour.
+    # Evaluations run too (no traffic: NoData each time), every few seconds, so that the watch below
+    # covers several of them and several resyncs; figures would refresh after an hour.
     op = start_operator(resync_seconds=1.0, status_refresh_seconds=3600.0)
     doc = example_doc()
     doc["spec"]["replicas"] = 1
+    doc["spec"].setdefault("policy", {})["interval"] = f"{EVALUATION_SECONDS:g}s"
     created = create_si(api, namespace, doc)
     name = "llama70b-chat"
     wait_for(lambda: condition(get_si(api, namespace, name), "Ready").get("status") == "True", 90, "Ready")
-    # The first evaluation may run before Prometheus scraped the new pod (NoSeries); the next one
-    # (interval 30 s) sees its series without traffic: a real change, written once.
+    # The first evaluation may run before Prometheus scraped the new pod (NoSeries); a later one
+    # sees its series without traffic: a real change, written once.
     wait_for(
         lambda: (
             condition(get_si(api, namespace, name), "MetricsAvailable").get("reason") == "InsufficientTraffic"
@@ -287,7 +301,9 @@ def test_no_op_reconcile_writes_nothing_and_restart_resumes(
     before = {d: deployment(api, namespace, f"{name}-{d}").metadata for d in ("spec", "base")}
     si_before = get_si(api, namespace, name)
     t0 = time.time() + 1
-    time.sleep(8)  # about eight periodic reconciles
+    evaluations = _evaluations()
+    time.sleep(WATCH_SECONDS)  # about eight periodic reconciles and several evaluations
+    assert _evaluations() - evaluations >= 2, "fewer than two evaluations ran during the watch"
     writes = [w for w in operator_writes(testbed, t0) if w["objectRef"].get("namespace") == namespace]
     assert writes == [], json.dumps(writes[:3], indent=1)
 
