@@ -20,6 +20,7 @@ set +e
   tests/reliability \
   tests/integration/test_faults_prometheus.py \
   tests/integration/test_faults_kube.py \
+  tests/integration/test_failover.py \
   tests/integration/test_security.py \
   tests/integration/test_hostile_resources.py \
   "tests/integration/test_operator.py::test_drift_is_restored" \

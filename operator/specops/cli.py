@@ -389,6 +389,33 @@ def run(
     ] = None,
     webhook_key: Annotated[str | None, typer.Option(help="Key of --webhook-cert.")] = None,
     webhook_ca: Annotated[str | None, typer.Option(help="CA bundle for the webhook configuration.")] = None,
+    leader_election: Annotated[
+        bool,
+        typer.Option(
+            "--leader-election/--no-leader-election",
+            help="Several replicas: all serve the webhook, the one holding a coordination.k8s.io Lease "
+            "reconciles and evaluates.",
+        ),
+    ] = False,
+    lease_name: Annotated[str, typer.Option(help="Name of the leader Lease.")] = "specops",
+    lease_namespace: Annotated[
+        str | None, typer.Option(help="Namespace of the leader Lease; default: the operator's own.")
+    ] = None,
+    leader_identity: Annotated[
+        str | None, typer.Option(help="This replica's name in the Lease; default: POD_NAME or the host.")
+    ] = None,
+    lease_duration: Annotated[
+        float, typer.Option(help="Seconds without a renewal after which another replica takes over.")
+    ] = 15.0,
+    lease_renew_deadline: Annotated[
+        float,
+        typer.Option(
+            help="Seconds after its last renewal at which a leader stops acting (< --lease-duration)."
+        ),
+    ] = 10.0,
+    lease_retry_period: Annotated[
+        float, typer.Option(help="Seconds between attempts to renew or take the Lease.")
+    ] = 2.0,
 ) -> None:
     """Run the operator."""
     from specops.controller.main import OperatorOptions, prometheus_allowlist
@@ -418,9 +445,18 @@ def run(
         webhook_cert=webhook_cert,
         webhook_key=webhook_key,
         webhook_ca=webhook_ca,
+        leader_election=leader_election,
+        lease_name=lease_name,
+        lease_namespace=lease_namespace,
+        leader_identity=leader_identity,
+        lease_duration=lease_duration,
+        lease_renew_deadline=lease_renew_deadline,
+        lease_retry_period=lease_retry_period,
     )
     try:
         prometheus_allowlist(opts)
+        if leader_election and (problems := opts.lease_settings().problems()):
+            raise ValueError("; ".join(problems))
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_UNREADABLE) from None

@@ -39,6 +39,14 @@ NAMESPACES: set[Perm] = perms("", "namespaces", ["list", "watch"])  # namespaced
 CLUSTER_PEERING: set[Perm] = perms("kopf.dev", "clusterkopfpeerings", ["list", "watch", "patch"])
 NAMESPACED_PEERING: set[Perm] = perms("kopf.dev", "kopfpeerings", ["list", "watch", "patch"])
 
+
+def leader_election(lease: str) -> set[Perm]:
+    """In the operator's own namespace (a Role): its Lease. Create cannot be limited by name."""
+    return perms("coordination.k8s.io", "leases", ["create"]) | perms(
+        "coordination.k8s.io", "leases", ["get", "update"], lease
+    )
+
+
 CLUSTER_WIDE_DEFAULT = NAMESPACED | POD_MONITORS | CLUSTER_SCOPED | WEBHOOKS
 NAMESPACED_MODE_CLUSTER_ROLE = CLUSTER_SCOPED | WEBHOOKS | NAMESPACES
 NAMESPACED_MODE_ROLE = NAMESPACED | POD_MONITORS

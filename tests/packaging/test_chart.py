@@ -47,8 +47,22 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "metrics": {"service": {"enabled": False}},
         "rbac": {"podMonitors": False},
     },
-    "peering": {"peering": {"enabled": True}, "replicaCount": 2},
-    "peering-namespaced": {"peering": {"enabled": True}, "replicaCount": 2, "watchNamespaces": ["serving"]},
+    "single": {"replicaCount": 1, "leaderElection": {"enabled": False}},
+    "hard-anti-affinity": {"replicaCount": 3, "podAntiAffinity": "hard"},
+    "peering": {"peering": {"enabled": True}, "leaderElection": {"enabled": False}, "replicaCount": 2},
+    "peering-namespaced": {
+        "peering": {"enabled": True},
+        "leaderElection": {"enabled": False},
+        "replicaCount": 2,
+        "watchNamespaces": ["serving"],
+    },
+}
+# The objects the chart renders for replicas that elect a leader (the defaults), in specops-system.
+HA_OBJECTS = {
+    ("PodDisruptionBudget", "specops-system/specops"),
+    ("Secret", "specops-system/specops-webhook-tls"),
+    ("Role", "specops-system/specops-leader-election"),
+    ("RoleBinding", "specops-system/specops-leader-election"),
 }
 
 
@@ -97,7 +111,7 @@ def kinds_and_names(docs: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 def test_default_install_objects(render: Any) -> None:
     ns = "specops-system"
-    assert kinds_and_names(render({})) == {
+    single = {
         ("CustomResourceDefinition", "/speculativeinferences.specops.dev"),
         ("ServiceAccount", f"{ns}/specops"),
         ("ClusterRole", "/specops"),
@@ -106,6 +120,51 @@ def test_default_install_objects(render: Any) -> None:
         ("Service", f"{ns}/specops-webhook"),
         ("Service", f"{ns}/specops-metrics"),
     }
+    assert kinds_and_names(render({})) == single | HA_OBJECTS
+    assert kinds_and_names(render(VALUE_SETS["single"])) == single
+
+
+def test_ha_defaults(render: Any) -> None:
+    """Two replicas electing a leader on a Lease, a PodDisruptionBudget, spread over nodes, one
+    shared webhook certificate."""
+    docs = render({})
+    dep = one(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 2 and "strategy" not in dep["spec"]  # a rolling update
+    c = container(docs)
+    assert [a for a in c["args"] if a.startswith("--lease") or a == "--leader-election"] == [
+        "--leader-election",
+        "--lease-name=specops",
+        "--lease-namespace=specops-system",
+        "--lease-duration=15",
+        "--lease-renew-deadline=10",
+        "--lease-retry-period=2",
+    ]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in c["env"]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    pdb = one(docs, "PodDisruptionBudget")
+    # helm template knows policy/v1; on a 1.20 API server helm install renders policy/v1beta1
+    # (tests/packaging/test_install.py).
+    assert pdb["apiVersion"] == "policy/v1" and pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    anti = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+    hard = one(render(VALUE_SETS["hard-anti-affinity"]), "Deployment")["spec"]["template"]["spec"]["affinity"]
+    assert list(hard["podAntiAffinity"]) == ["requiredDuringSchedulingIgnoredDuringExecution"]
+    custom = one(render({"affinity": {"nodeAffinity": {}}}), "Deployment")["spec"]["template"]["spec"]
+    assert custom["affinity"] == {"nodeAffinity": {}}  # the user's own affinity replaces the spread
+    # Every replica serves the same certificate: the chart's Secret, mounted and passed.
+    secret = one(docs, "Secret")
+    assert secret["type"] == "kubernetes.io/tls" and set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}
+    pod = dep["spec"]["template"]["spec"]
+    assert {"name": "webhook-tls", "secret": {"secretName": "specops-webhook-tls"}} in pod["volumes"]
+    assert "--webhook-ca=/etc/specops/webhook/ca.crt" in c["args"]
+    # One replica: none of it.
+    single = render(VALUE_SETS["single"])
+    assert one(single, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert "affinity" not in one(single, "Deployment")["spec"]["template"]["spec"]
+    assert not [a for a in container(single)["args"] if a.startswith(("--lease", "--leader", "--webhook-ca"))]
 
 
 def test_optional_objects_follow_their_toggles(render: Any) -> None:
@@ -134,6 +193,9 @@ def test_optional_objects_follow_their_toggles(render: Any) -> None:
         ("ClusterRole", "/specops"),
         ("ClusterRoleBinding", "/specops"),
         ("Deployment", f"{ns}/specops"),
+        ("PodDisruptionBudget", f"{ns}/specops"),
+        ("Role", f"{ns}/specops-leader-election"),
+        ("RoleBinding", f"{ns}/specops-leader-election"),
     }
     assert ("ClusterKopfPeering", "/specops") in kinds_and_names(render(VALUE_SETS["peering"]))
     assert ("KopfPeering", "serving/specops") in kinds_and_names(render(VALUE_SETS["peering-namespaced"]))
@@ -170,9 +232,18 @@ def test_default_operator_args(render: Any) -> None:
         "--prometheus-timeout=10",
         "--prometheus-deadline=30",
         "--standalone",
+        "--leader-election",
+        "--lease-name=specops",
+        "--lease-namespace=specops-system",
+        "--lease-duration=15",
+        "--lease-renew-deadline=10",
+        "--lease-retry-period=2",
         "--webhooks",
         "--webhook-port=9443",
         "--webhook-service=specops-system/specops-webhook:9443",
+        "--webhook-cert=/etc/specops/webhook/tls.crt",
+        "--webhook-key=/etc/specops/webhook/tls.key",
+        "--webhook-ca=/etc/specops/webhook/ca.crt",
     ]
 
 
@@ -201,7 +272,8 @@ def test_args_follow_values(render: Any) -> None:
     assert "--peering" in container(peering)["args"]
     assert one(peering, "Deployment")["spec"]["replicas"] == 2
     assert "strategy" not in one(peering, "Deployment")["spec"]
-    assert one(render({}), "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--leader-election" not in container(peering)["args"]
+    assert one(render(VALUE_SETS["single"]), "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -265,11 +337,19 @@ def test_certificate_covers_the_webhook_host(render: Any) -> None:
 # ---------------------------------------------------------------------------------------- RBAC
 
 
+LEADER = rbac.leader_election("specops")
+
+
 def test_cluster_wide_rbac(render: Any) -> None:
     docs = render({})
-    assert rbac.roles_by_kind(docs) == {("ClusterRole", ""): rbac.CLUSTER_WIDE_DEFAULT}
+    assert rbac.roles_by_kind(docs) == {
+        ("ClusterRole", ""): rbac.CLUSTER_WIDE_DEFAULT,
+        ("Role", "specops-system"): LEADER,
+    }
+    sa = (("ServiceAccount", "specops-system", "specops"),)
     assert rbac.bindings(docs) == [
-        ("ClusterRoleBinding", "", "ClusterRole/specops", (("ServiceAccount", "specops-system", "specops"),))
+        ("ClusterRoleBinding", "", "ClusterRole/specops", sa),
+        ("RoleBinding", "specops-system", "Role/specops-leader-election", sa),
     ]
 
 
@@ -279,18 +359,25 @@ def test_namespaced_rbac(render: Any) -> None:
         ("ClusterRole", ""): rbac.NAMESPACED_MODE_CLUSTER_ROLE,
         ("Role", "serving"): rbac.NAMESPACED_MODE_ROLE,
         ("Role", "batch"): rbac.NAMESPACED_MODE_ROLE,
+        ("Role", "specops-system"): LEADER,
     }
     sa = (("ServiceAccount", "specops-system", "specops"),)
     assert rbac.bindings(docs) == [
         ("ClusterRoleBinding", "", "ClusterRole/specops-cluster-scoped", sa),
         ("RoleBinding", "batch", "Role/specops", sa),
         ("RoleBinding", "serving", "Role/specops", sa),
+        ("RoleBinding", "specops-system", "Role/specops-leader-election", sa),
     ]
 
 
 def test_rbac_toggles(render: Any) -> None:
     off = rbac.roles_by_kind(render(VALUE_SETS["all-off"]))
-    assert off == {("ClusterRole", ""): rbac.NAMESPACED | rbac.CLUSTER_SCOPED}
+    assert off == {
+        ("ClusterRole", ""): rbac.NAMESPACED | rbac.CLUSTER_SCOPED,
+        ("Role", "specops-system"): LEADER,
+    }
+    single = rbac.roles_by_kind(render(VALUE_SETS["single"]))
+    assert single == {("ClusterRole", ""): rbac.CLUSTER_WIDE_DEFAULT}
     peering = rbac.roles_by_kind(render(VALUE_SETS["peering"]))
     assert peering == {("ClusterRole", ""): rbac.CLUSTER_WIDE_DEFAULT | rbac.CLUSTER_PEERING}
     namespaced_peering = rbac.roles_by_kind(render(VALUE_SETS["peering-namespaced"]))
@@ -312,7 +399,10 @@ def test_existing_service_account(render: Any) -> None:
 # ------------------------------------------------------------------------------------ the schema
 
 BAD_VALUES = [
-    ({"replicaCount": 2}, "replicaCount"),
+    ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "replicaCount"),
+    ({"peering": {"enabled": True}}, "peering.enabled"),  # and leaderElection, the default
+    ({"podAntiAffinity": "sometimes"}, "podAntiAffinity"),
+    ({"leaderElection": {"leaseDurationSeconds": 0}}, "leaderElection.leaseDurationSeconds"),
     ({"replicaCount": 0}, "replicaCount"),
     ({"image": {"pullPolicy": "Sometimes"}}, "image.pullPolicy"),
     ({"image": {"repository": ""}}, "image.repository"),
@@ -358,7 +448,9 @@ def test_schema_is_draft_07() -> None:
     assert set(values) <= set(schema["properties"])
 
 
-@pytest.mark.parametrize("value_set", ["default", "namespaced", "cert-manager", "all-off", "peering"])
+@pytest.mark.parametrize(
+    "value_set", ["default", "single", "namespaced", "cert-manager", "all-off", "peering"]
+)
 def test_specops_run_accepts_the_chart_args(
     render: Any, value_set: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -378,11 +470,18 @@ def test_specops_run_accepts_the_chart_args(
     assert opts.prometheus_url == MONITORING["prometheus"]["url"]
     assert opts.namespaces == VALUE_SETS[value_set].get("watchNamespaces", [])
     assert opts.standalone is (value_set != "peering")
+    assert opts.leader_election is (value_set not in ("peering", "single"))
+    if opts.leader_election:
+        assert (opts.lease_name, opts.lease_namespace, opts.lease_duration) == (
+            "specops",
+            "specops-system",
+            15.0,
+        )
     assert opts.webhooks is (value_set != "all-off")
     if opts.webhooks:
         assert (opts.webhook_port, opts.webhook_service) == (9443, "specops-system/specops-webhook:9443")
         assert opts.webhook_listen == "0.0.0.0"
-    cert_manager = value_set == "cert-manager"
+    mounted = value_set != "single" and value_set != "all-off"  # cert-manager's, or the shared one
     assert (opts.webhook_cert is not None, opts.webhook_key is not None, opts.webhook_ca is not None) == (
-        (cert_manager,) * 3
+        (mounted,) * 3
     )

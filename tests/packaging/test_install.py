@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
@@ -74,6 +74,11 @@ class Install:
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+def pdb_v1beta1(api: client.ApiClient) -> Any:
+    """PodDisruptionBudgets as a 1.20 API server serves them (the typed client no longer has v1beta1)."""
+    return dynamic.DynamicClient(api).resources.get(api_version="policy/v1beta1", kind="PodDisruptionBudget")
 
 
 def helm_install(helm: Any, testbed: Testbed, release: str, namespace: str, values: dict[str, Any],
@@ -237,9 +242,34 @@ def test_helm_install_and_uninstall(helm: Any, testbed: Testbed, tmp_path: Path)
         role = api.sanitize_for_serialization(authz.read_cluster_role(release))
         assert rbac.rule_perms(role["rules"]) == rbac.CLUSTER_WIDE_DEFAULT
         assert authz.read_cluster_role_binding(release).subjects[0].namespace == ns
-        # The operator's pod is created (and stays Pending: nothing runs it here).
-        wait_for(lambda: core.list_namespaced_pod(ns, label_selector="app.kubernetes.io/component=operator").items,
-                 30, "the operator's pod")  # fmt: skip
+        # The HA defaults: two replicas electing a leader on a Lease, a PodDisruptionBudget in the
+        # version this 1.20 API server serves (policy/v1beta1), one shared webhook certificate.
+        assert dep.spec.replicas == 2 and "--leader-election" in dep.spec.template.spec.containers[0].args
+        assert dep.spec.template.spec.affinity.pod_anti_affinity is not None
+        pdb = pdb_v1beta1(api).get(name=release, namespace=ns).to_dict()
+        assert pdb["spec"]["minAvailable"] == 1
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= dep.spec.template.metadata.labels.items()
+        lease_role = api.sanitize_for_serialization(
+            authz.read_namespaced_role(f"{release}-leader-election", ns)
+        )
+        assert rbac.rule_perms(lease_role["rules"]) == rbac.leader_election(release)
+        secret = core.read_namespaced_secret(f"{release}-webhook-tls", ns)
+        assert set(secret.data) == {"ca.crt", "tls.crt", "tls.key"}
+        # An upgrade keeps the certificate (read back), so the registered caBundle stays valid.
+        helm(
+            "upgrade",
+            release,
+            str(CHART),
+            "--kubeconfig",
+            str(testbed.kubeconfig),
+            "-n",
+            ns,
+            "--reuse-values",
+        )
+        assert core.read_namespaced_secret(f"{release}-webhook-tls", ns).data == secret.data
+        # The operator's pods are created (and stay Pending: nothing runs them here).
+        wait_for(lambda: len(core.list_namespaced_pod(ns, label_selector="app.kubernetes.io/component=operator").items)
+                 == 2, 30, "the operator's two pods")  # fmt: skip
     finally:
         helm_uninstall(helm, testbed, release, ns)
     gone = []
@@ -250,11 +280,14 @@ def test_helm_install_and_uninstall(helm: Any, testbed: Testbed, tmp_path: Path)
         lambda: core.read_namespaced_service(f"{release}-metrics", ns),
         lambda: authz.read_cluster_role(release),
         lambda: authz.read_cluster_role_binding(release),
+        lambda: pdb_v1beta1(api).get(name=release, namespace=ns),
+        lambda: authz.read_namespaced_role(f"{release}-leader-election", ns),
+        lambda: core.read_namespaced_secret(f"{release}-webhook-tls", ns),
     ):
         with pytest.raises(ApiException) as err:
             read()
         gone.append(err.value.status)
-    assert gone == [404] * 6
+    assert gone == [404] * 9
     # Helm never deletes CRDs (nor the resources in them).
     assert client.ApiextensionsV1Api(api).read_custom_resource_definition(f"{PLURAL}.{GROUP}")
     delete_namespace(api, ns)
@@ -280,6 +313,10 @@ def test_rbac_is_sufficient_and_every_grant_is_used(
         resync_seconds=2.0,
         webhook_listen="127.0.0.1",
         webhook_port=free_port(),
+        # As the chart runs it: leader election on the release's Lease in the operator's namespace.
+        leader_election=True,
+        lease_name=installed.release,
+        lease_namespace=installed.namespace,
     )
     ns = installed.watched
     apps = client.AppsV1Api(api)
@@ -300,15 +337,22 @@ def test_rbac_is_sufficient_and_every_grant_is_used(
     requests = proxy.recorded()
     assert [r for r in requests if r.status == 403] == []
 
+    # The Lease's Role, in the operator's own namespace, in both modes.
+    lease_scope = f"leases in {installed.namespace}"
+    leases = [r for r in needed_permissions(requests) if r.resource == "leases"]
+    assert {r.namespace for r in leases} == {installed.namespace}, leases
+    others = [r for r in needed_permissions(requests) if r.resource != "leases"]
     if installed.mode == "cluster-wide":
         scopes = {"": rbac.CLUSTER_WIDE_DEFAULT}
-        needed = {"": needed_permissions(requests)}
+        needed = {"": others}
     else:
         scopes = {"": rbac.NAMESPACED_MODE_CLUSTER_ROLE, ns: rbac.NAMESPACED_MODE_ROLE}
         needed = {"": [], ns: []}
-        for r in needed_permissions(requests):
+        for r in others:
             assert r.namespace in needed, f"a request outside the watched namespace: {r}"
             needed[r.namespace].append(r)
+    scopes[lease_scope] = rbac.leader_election(installed.release)
+    needed[lease_scope] = leases
     for scope, granted in scopes.items():
         uncovered = [r for r in needed[scope] if not any(covers(p, r) for p in granted)]
         assert not uncovered, uncovered
@@ -362,6 +406,9 @@ def test_rbac_is_minimal(installed: Install, testbed: Testbed) -> None:
     granted, urls = can_i_list(testbed, installed.user, installed.watched)
     assert urls == default_urls
     elsewhere, _ = can_i_list(testbed, installed.user, "default")
+    # In the operator's own namespace, its Lease besides what it holds everywhere.
+    own, _ = can_i_list(testbed, installed.user, installed.namespace)
+    assert own - defaults == elsewhere - defaults | rbac.leader_election(installed.release)
     if installed.mode == "cluster-wide":
         assert granted - defaults == rbac.CLUSTER_WIDE_DEFAULT
         assert elsewhere - defaults == rbac.CLUSTER_WIDE_DEFAULT

@@ -13,9 +13,12 @@ from tests.support.k8s import K8S_VERSION
 from tests.support.paths import MANIFESTS
 from tests.support.tools import kubectl_bin, load_docs, run
 
+# The kustomize base is the chart's single replica (no leader election, the operator's own
+# self-signed webhook certificate): the chart's HA defaults need a generated Secret.
+SINGLE = {"replicaCount": 1, "leaderElection": {"enabled": False}}
 OVERLAYS = {
-    "cluster-wide": {},
-    "single-namespace": {"watchNamespaces": ["serving"]},
+    "cluster-wide": SINGLE,
+    "single-namespace": {**SINGLE, "watchNamespaces": ["serving"]},
 }
 
 

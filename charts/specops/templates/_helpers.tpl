@@ -56,3 +56,30 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "specops.webhookConfigName" -}}
 specops.dev
 {{- end -}}
+
+{{/* The operator's webhook certificate comes from a mounted Secret: cert-manager's, or the one the
+chart generates so that several replicas serve the same certificate. */}}
+{{- define "specops.sharedCert" -}}
+{{- if and .Values.webhook.enabled (not .Values.webhook.certManager.enabled) (gt (int .Values.replicaCount) 1) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "specops.mountCert" -}}
+{{- if and .Values.webhook.enabled (or .Values.webhook.certManager.enabled (include "specops.sharedCert" .)) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* PodDisruptionBudget: policy/v1 where the cluster serves it (Kubernetes 1.21+), else v1beta1. */}}
+{{- define "specops.pdbApiVersion" -}}
+{{- if .Capabilities.APIVersions.Has "policy/v1" -}}
+policy/v1
+{{- else -}}
+policy/v1beta1
+{{- end -}}
+{{- end -}}
+
+{{- define "specops.leaseName" -}}
+{{- include "specops.fullname" . -}}
+{{- end -}}

@@ -36,6 +36,7 @@ from urllib3.util.retry import Retry
 from specops.api.v1alpha1 import PolicySpec
 from specops.checks.admission import prometheus_url_allowed
 from specops.controller import metrics
+from specops.controller.kube import NotLeaderError
 from specops.controller.reconciler import Reconciler
 from specops.metrics.observation import Key, build_observations
 from specops.metrics.promql import Sample, Signal, build_queries, parse_vector, promql_duration
@@ -265,6 +266,10 @@ class Evaluator:
                 obs = Observation(error=error) if error else observations.get((ns, name), Observation())
                 try:
                     decision = self.reconciler.evaluate(ns, name, obs, now)
+                except NotLeaderError as exc:  # leadership lost mid-cycle: the next leader goes on
+                    log.info("evaluation cycle stopped: %s", exc)
+                    report.seconds = time.monotonic() - start
+                    return report
                 except Exception:
                     log.exception("evaluating %s/%s failed", ns, name)
                     report.errors += 1

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+import threading
+from collections.abc import Callable, Collection
 from typing import Any
 
 import kopf
@@ -19,7 +20,10 @@ from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops.checks.admission import review, review_scale
+from specops.controller import metrics
 from specops.controller.evaluator import Evaluator
+from specops.controller.kube import NotLeaderError
+from specops.controller.leader import LeaderElector
 from specops.controller.reconciler import Reconciler
 from specops.render.manifests import LABEL_MANAGED_BY, MANAGED_BY
 
@@ -34,9 +38,18 @@ def _owner_name(body: kopf.Body) -> str | None:
     return None
 
 
-async def evaluation_loop(evaluator: Evaluator, tick: float = 1.0) -> None:
-    """Evaluate due resources forever; each resource keeps its own interval."""
+def _always() -> bool:
+    return True
+
+
+async def evaluation_loop(
+    evaluator: Evaluator, tick: float = 1.0, acting: Callable[[], bool] = _always
+) -> None:
+    """Evaluate due resources forever (while ``acting``: the leader); each keeps its interval."""
     while True:
+        if not acting():
+            await asyncio.sleep(tick)
+            continue
         try:
             report = await asyncio.to_thread(evaluator.run_cycle)
             if report.resources:
@@ -54,14 +67,30 @@ def register(
     resync_seconds: float = 30.0,
     webhooks: bool = True,
     allowed_prometheus_urls: Collection[str] | None = None,
+    leadership: LeaderElector | None = None,
 ) -> None:
-    """``allowed_prometheus_urls``: what spec.policy.prometheusUrl may name (None: anything)."""
+    """``allowed_prometheus_urls``: what spec.policy.prometheusUrl may name (None: anything).
+
+    ``leadership``: with leader election, every replica watches and tracks resources and serves
+    the webhook, but only the Lease's holder reconciles and evaluates; the webhooks are persistent
+    (a replica that stops leaves them registered for the others).  Without: this replica acts."""
+    acting = leadership.is_leader if leadership is not None else _always
+    if leadership is None:
+        metrics.LEADER.set(1.0)  # the only replica
+    # Set when this replica becomes the leader: resync everything now, not at the next period
+    # (a switch the previous leader left half done goes on at once).
+    took_over = threading.Event()
+    if leadership is not None:
+        leadership.on_started_leading = took_over.set
 
     async def reconcile(namespace: str | None, name: str) -> None:
-        if namespace is None:  # the resource is namespaced; kopf types allow None for others
+        if namespace is None or not acting():  # kopf types allow None for cluster objects
             return
         try:
             outcome = await asyncio.to_thread(reconciler.reconcile, namespace, name)
+        except NotLeaderError as exc:
+            log.info("reconcile of %s/%s stopped: %s", namespace, name, exc)
+            return
         except ApiException as exc:
             if exc.status not in (403, 404, 409):
                 raise
@@ -92,9 +121,15 @@ def register(
     # finalizer on the object, and SpecOps writes nothing to a user's metadata.
     known: set[tuple[str, str]] = set()
 
-    async def resync_loop() -> None:
+    async def resync_loop(tick: float = 0.25) -> None:
+        waited = 0.0
         while True:
-            await asyncio.sleep(resync_seconds)
+            await asyncio.sleep(tick)
+            waited += tick
+            if waited < resync_seconds and not took_over.is_set():
+                continue
+            waited = 0.0
+            took_over.clear()
             for namespace, name in sorted(known):
                 try:
                     await reconcile(namespace, name)
@@ -105,12 +140,18 @@ def register(
     async def start_loops(memo: kopf.Memo, **_: Any) -> None:
         memo["tasks"] = [asyncio.create_task(resync_loop())]
         if evaluator is not None:
-            memo["tasks"].append(asyncio.create_task(evaluation_loop(evaluator)))
+            memo["tasks"].append(asyncio.create_task(evaluation_loop(evaluator, acting=acting)))
+        if leadership is not None:
+            memo["leader_stop"] = threading.Event()
+            memo["leader_thread"] = leadership.start(memo["leader_stop"])
 
     @kopf.on.cleanup(registry=registry)
     async def stop_loops(memo: kopf.Memo, **_: Any) -> None:
         for task in memo.get("tasks", []):
             task.cancel()
+        if "leader_stop" in memo:  # give the Lease up, so the next replica starts at once
+            memo["leader_stop"].set()
+            await asyncio.to_thread(memo["leader_thread"].join, 10)
 
     owned = {LABEL_MANAGED_BY: MANAGED_BY}
 
@@ -124,7 +165,16 @@ def register(
     if not webhooks:
         return
 
-    @kopf.on.validate(*RESOURCE, operations=["CREATE", "UPDATE"], ignore_failures=True, registry=registry)
+    # Several replicas serve the webhook: one that stops must leave it registered for the others.
+    persistent = True if leadership is not None else None
+
+    @kopf.on.validate(
+        *RESOURCE,
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=True,
+        persistent=persistent,
+        registry=registry,
+    )
     def validate_resource(
         body: kopf.Body, warnings: list[str], operation: str | None = None, old: Any = None, **_: Any
     ) -> None:
@@ -134,7 +184,12 @@ def register(
             raise kopf.AdmissionError(verdict.message, code=422)
 
     @kopf.on.validate(
-        *RESOURCE, subresource="scale", operations=["UPDATE"], ignore_failures=True, registry=registry
+        *RESOURCE,
+        subresource="scale",
+        operations=["UPDATE"],
+        ignore_failures=True,
+        persistent=persistent,
+        registry=registry,
     )
     def validate_scale(body: kopf.Body, **_: Any) -> None:
         verdict = review_scale(dict(body))

@@ -22,6 +22,10 @@ FIELD_MANAGER = "specops"
 log = logging.getLogger("specops.kube")
 
 
+class NotLeaderError(RuntimeError):
+    """A write refused because this replica does not hold the leader Lease (any more)."""
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -51,8 +55,11 @@ class KubeApi(Protocol):
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient) -> None:
+    """``may_write``: the write fence of leader election (None: a single replica, always)."""
+
+    def __init__(self, api: client.ApiClient, may_write: Callable[[], bool] | None = None) -> None:
         self.api = api
+        self.may_write = may_write
         self.custom = client.CustomObjectsApi(api)
         self.apps = client.AppsV1Api(api)
         self.core = client.CoreV1Api(api)
@@ -105,7 +112,14 @@ class Kube:
 
     # ----------------------------------------------------------------------------------- writes
 
+    def _fence(self, what: str) -> None:
+        """Refuse a write once leadership is lost, even mid-reconcile: the next leader may be
+        acting already (``renew_deadline`` has passed since this replica last renewed)."""
+        if self.may_write is not None and not self.may_write():
+            raise NotLeaderError(f"not the leader: {what} not written")
+
     def apply(self, manifest: dict[str, Any]) -> None:
+        self._fence(f"{manifest['kind']} {manifest['metadata']['name']}")
         resource = self.dynamic.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
         resource.server_side_apply(
             body=manifest,
@@ -120,6 +134,7 @@ class Kube:
     ) -> str | None:
         """A merge patch of status; with ``resource_version``, only onto that version of the
         resource (else 409 Conflict: someone wrote it since it was read).  The new version."""
+        self._fence(f"status of {namespace}/{name}")
         body: dict[str, Any] = {"status": patch}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
@@ -130,8 +145,10 @@ class Kube:
         return str(rv) if rv else None
 
     def post_event(self, resource: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event on the resource; failures are logged, never raised (events are best effort)."""
+        """A core/v1 Event on the resource; failures are logged, never raised (events are best
+        effort), except the write fence's."""
         meta = resource["metadata"]
+        self._fence(f"event {reason} on {meta['namespace']}/{meta['name']}")
         now = now_rfc3339()
         event = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},

@@ -15,11 +15,13 @@ import kopf
 from kubernetes import client
 from kubernetes import config as kube_config
 
+from specops import __version__
 from specops.checks.admission import normalise_prometheus_url
 from specops.controller.certs import make_self_signed
 from specops.controller.evaluator import Evaluator
 from specops.controller.handlers import register
 from specops.controller.kube import Kube
+from specops.controller.leader import LeaderElector, LeaseSettings, default_identity, default_namespace
 from specops.controller.ratelimit import figure_write_budget
 from specops.controller.reconciler import Reconciler
 
@@ -54,6 +56,24 @@ class OperatorOptions:
     webhook_key: str | None = None
     webhook_ca: str | None = None
     webhook_config_name: str = "specops.dev"
+    # Leader election on a coordination.k8s.io/v1 Lease: replicas all serve the webhook, one acts.
+    leader_election: bool = False
+    lease_name: str = "specops"
+    lease_namespace: str | None = None  # default: the pod's namespace, else "default"
+    leader_identity: str | None = None  # default: POD_NAME or the host name, plus a random suffix
+    lease_duration: float = 15.0
+    lease_renew_deadline: float = 10.0
+    lease_retry_period: float = 2.0
+
+    def lease_settings(self) -> LeaseSettings:
+        return LeaseSettings(
+            name=self.lease_name,
+            namespace=self.lease_namespace or default_namespace(),
+            identity=self.leader_identity or default_identity(),
+            lease_duration=self.lease_duration,
+            renew_deadline=self.lease_renew_deadline,
+            retry_period=self.lease_retry_period,
+        )
 
 
 def prometheus_allowlist(opts: OperatorOptions) -> tuple[str, ...]:
@@ -136,8 +156,16 @@ def build(opts: OperatorOptions) -> tuple[kopf.OperatorRegistry, kopf.OperatorSe
     api = api_client(opts.kubeconfig)
     registry = kopf.OperatorRegistry()
     settings = kopf.OperatorSettings()
+    leadership = None
+    if opts.leader_election:
+        lease = opts.lease_settings()
+        if problems := lease.problems():
+            raise ValueError("; ".join(problems))
+        leadership = LeaderElector(api, lease)
+        # Each replica's requests carry its identity (audit logs tell the replicas apart).
+        api.user_agent = f"specops/{__version__} ({lease.identity})"
     reconciler = Reconciler(
-        Kube(api),
+        Kube(api, may_write=leadership.is_leader if leadership is not None else None),
         status_refresh_seconds=opts.status_refresh_seconds,
         figure_writes=figure_write_budget(opts.status_figure_writes_per_second),
     )
@@ -160,6 +188,7 @@ def build(opts: OperatorOptions) -> tuple[kopf.OperatorRegistry, kopf.OperatorSe
         resync_seconds=opts.resync_seconds,
         webhooks=opts.webhooks,
         allowed_prometheus_urls=allowed_urls,
+        leadership=leadership,
     )
 
     cfg = api.configuration

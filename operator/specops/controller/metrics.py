@@ -25,6 +25,7 @@ FIGURE_WRITES_DEFERRED = Counter(
     "specops_status_figure_writes_deferred",
     "Status writes of fresh figures only, put off by the figure-write rate limit.",
 )
+LEADER = Gauge("specops_leader", "1 while this replica holds the leader Lease (always 1 without election).")
 RESOURCES = Gauge("specops_resources", "SpeculativeInference resources tracked by this operator.")
 
 
