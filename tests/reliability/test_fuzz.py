@@ -6,6 +6,13 @@ a message naming the field, or accepted, and then rendered into manifests Kubern
 (``k8s.manifest_problems``: JSON schemas plus the apiserver's own rules) and reconciled into the
 whole set of objects.  Nothing ever raises.
 
+Admission is judged against oracles that share none of its code: the CRD's OpenAPI schema, run
+by a JSON Schema validator as the apiserver would run it, and the pydantic models alone; what
+either refuses, admission must refuse.  Policy evaluations on every stored document keep their
+invariants: a transition always changes the mode and starts from the stored one, a Healthy
+verdict never leaves Speculative (unless pinned elsewhere), counters are never negative, and the
+status stores the mode decided.
+
 The example count comes from SPECOPS_FUZZ_EXAMPLES (default 250, about half a minute); the
 reliability run uses 10,000:
 
@@ -20,15 +27,18 @@ import time
 from collections import Counter
 from typing import Any
 
+import jsonschema
+import pydantic
 from hypothesis import HealthCheck, given, settings
 
 from specops.api.crd import build_crd
 from specops.api.findings import Finding
+from specops.api.v1alpha1 import ServingMode, SpeculativeInference, pinned_mode
 from specops.checks.admission import review
 from specops.checks.validation import load_resource
 from specops.controller.evaluator import Evaluator
 from specops.controller.reconciler import Reconciler
-from specops.policy.decide import Observation, PoolMetrics
+from specops.policy.decide import Observation, PolicyDecision, PoolMetrics, Verdict
 from specops.render.manifests import OwnerRef, PoolSplit, render_all
 from tests.support.fake_kube import FakeKube
 from tests.support.hostile import Hostile, hostile_resources, refusal
@@ -44,6 +54,83 @@ _PART = re.compile(r"\[\d+\]|[^.\[\]]+")
 _TOKEN_ARG = re.compile(r"^--(hf[-_])?token\b|HF_TOKEN=|HUGGING_FACE_HUB_TOKEN=", re.IGNORECASE)
 # A Prometheus range-selector duration (no fractions, no zero).
 _PROMQL_DURATION = re.compile(r"([1-9][0-9]*(ms|s|m|h))+")
+
+
+def _as_json_schema(node: Any) -> Any:
+    """The CRD's structural schema (OpenAPI 3.0) as JSON Schema draft 4, the draft whose
+    ``exclusiveMinimum`` is a flag as in OpenAPI 3.0: Kubernetes' extensions become what they mean
+    (``x-kubernetes-int-or-string``: an integer or a string; preserved unknown fields: anything)."""
+    if isinstance(node, list):
+        return [_as_json_schema(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "properties":
+            out[key] = {name: _as_json_schema(sub) for name, sub in value.items()}
+        elif key in ("description", "default") or key.startswith("x-kubernetes-"):
+            continue
+        else:
+            out[key] = _as_json_schema(value)
+    if node.get("x-kubernetes-int-or-string"):
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    return out
+
+
+# The apiserver's integer check takes a JSON number with no fraction (1.0) as an integer.
+_TYPES = jsonschema.Draft4Validator.TYPE_CHECKER.redefine(
+    "integer",
+    lambda _, v: (
+        (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+    ),
+)
+_CRD_VALIDATOR = jsonschema.validators.extend(jsonschema.Draft4Validator, type_checker=_TYPES)(
+    _as_json_schema(_SCHEMA)
+)
+
+
+def crd_schema_problems(doc: dict[str, Any]) -> list[str]:
+    """What the apiserver's validation against the CRD's schema would refuse (unknown fields are
+    pruned there, not refused, and JSON Schema ignores them alike)."""
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in _CRD_VALIDATOR.iter_errors(doc)]
+
+
+def pydantic_refuses(doc: dict[str, Any]) -> bool:
+    try:
+        SpeculativeInference.model_validate(doc)
+    except (pydantic.ValidationError, ValueError, TypeError):
+        return True
+    return False
+
+
+def check_admission_against_oracles(h: Hostile, allowed: bool) -> None:
+    submitted = {k: v for k, v in h.doc.items() if k != "status"}
+    schema = crd_schema_problems(submitted)
+    typed = pydantic_refuses(submitted)
+    STATS["oracle: crd schema refuses"] += bool(schema)
+    STATS["oracle: models refuse"] += typed
+    if allowed:
+        assert not schema, f"{h.describe()}: admitted what the CRD's schema refuses: {schema[:3]}"
+        assert not typed, f"{h.describe()}: admitted what the models refuse"
+
+
+def check_decision(
+    before: ServingMode, decision: PolicyDecision, pin: ServingMode | None, status: dict[str, Any]
+) -> None:
+    """One evaluation's invariants, whatever the resource and the metrics."""
+    state, t = decision.state, decision.transition
+    if t is None:
+        assert state.mode == before, f"mode {before} -> {state.mode} without a transition"
+    else:
+        assert t.from_mode != t.to_mode, f"a transition that keeps the mode: {t}"
+        assert (t.from_mode, t.to_mode) == (before, state.mode), (before, t, state.mode)
+    healthy = decision.assessment.verdict is Verdict.HEALTHY
+    if healthy and before == ServingMode.SPECULATIVE and pin in (None, ServingMode.SPECULATIVE):
+        assert state.mode == ServingMode.SPECULATIVE, f"left Speculative on a Healthy verdict: {t}"
+    assert min(state.breaches, state.recoveries, state.errors, state.lost_probes) >= 0, state
+    counters = status.get("counters") or {}
+    assert all(v >= 0 for v in counters.values()), counters
+    assert status.get("mode") == state.mode, (status.get("mode"), state.mode)
 
 
 def parts(path: str) -> list[str]:
@@ -160,10 +247,25 @@ def check_reconcile(h: Hostile, accepted: bool) -> None:
         assert kinds == [], f"a refused resource created {kinds}"
         assert out.refused and fits["status"] == "False"
         assert "SpecRejected" in kube.reasons
-    # A policy evaluation on the same resource: no data, an outage, a clear breach.
+    # Policy evaluations on the same resource: no data, an outage, breaches in a row, then good
+    # windows with a baseline pool beside (a probe's), then outages again.
     slow = PoolMetrics(replicas=1, request_rate=2.0, acceptance=0.2, tpot_p50=0.02, tpot_p99=0.09)
-    for i, obs in enumerate([Observation(), Observation(error="down"), Observation(speculative=slow)]):
-        reconciler.evaluate("fuzz", body["metadata"]["name"], obs, 1.7e9 + 60 * i)
+    fast = PoolMetrics(replicas=1, request_rate=2.0, acceptance=0.9, tpot_p50=0.01, tpot_p99=0.015)
+    base = PoolMetrics(replicas=1, request_rate=2.0, acceptance=None, tpot_p50=0.02, tpot_p99=0.03)
+    observations = [
+        Observation(),
+        Observation(error="down"),
+        *[Observation(speculative=slow)] * 4,
+        *[Observation(speculative=fast, baseline=base)] * 4,
+        *[Observation(error="down")] * 3,
+    ]
+    pin = pinned_mode(load_resource(body).spec.policy.mode) if accepted else None
+    for i, obs in enumerate(observations):
+        before = ServingMode((kube.body.get("status") or {}).get("mode") or ServingMode.SPECULATIVE)
+        decision = reconciler.evaluate("fuzz", body["metadata"]["name"], obs, 1.7e9 + 300 * i)
+        assert (decision is not None) == accepted, f"evaluated: {decision is not None}, accepted: {accepted}"
+        if decision is not None:
+            check_decision(before, decision, pin, kube.body["status"])
     evaluator = Evaluator(reconciler, "http://prometheus.invalid", query=lambda url, q: [])
     evaluator.track(
         "fuzz", body["metadata"]["name"], body.get("spec") if isinstance(body.get("spec"), dict) else None
@@ -201,6 +303,7 @@ def test_hostile_resources_are_refused_naming_a_field_or_deploy_valid_objects(h:
     if isinstance(h.doc, dict):
         verdict = review("CREATE", h.doc, None)
         assert verdict.allowed == accepted, verdict.message
+        check_admission_against_oracles(h, verdict.allowed)
         if not accepted:
             check_refusal(h, stage, findings, verdict.message)
         same_spec = h.doc.get("spec") == h.base.get("spec")
