@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
+from specops.api.v1alpha1 import ConditionStatus, ServingMode, SpeculativeInferenceStatus
 from specops.checks.admission import review, review_scale
 from specops.checks.validation import check_resource
-from specops.api.v1alpha1 import ConditionStatus, ServingMode, SpeculativeInferenceStatus
 from specops.plan.drift import contains, needs_apply
 from specops.plan.rollout import PoolState, current_mode, growing_pool, rollout_step, split_for_mode
 from specops.plan.status import (
@@ -245,7 +245,7 @@ def test_rollout_step_moves_one_replica_at_a_time(
 ) -> None:
     step = rollout_step(target, applied, growing_ready)
     assert step == expected
-    assert step.total == target.total or applied is not None and applied.total != target.total
+    assert step.total == target.total or (applied is not None and applied.total != target.total)
 
 
 def _walk(target: PoolSplit, start: PoolSplit, surge: int) -> list[PoolSplit]:
