@@ -13,8 +13,11 @@ What it keeps of the API server, because the reconciler relies on it:
   generation moves when its spec changes and its pods are ready at once;
 - ``post_event`` is best effort, as the real one: an API error is swallowed.
 
+Pods are added by the test (``add``); the hot swap lists them by labels, patches their
+annotations (a merge patch) and deletes them.
+
 What it does not do: merge an apply with fields other managers set (apply replaces the object),
-defaulting, admission, watches, deletion.
+defaulting, admission, watches, deletion of anything but pods, a Deployment's pods.
 
 Faults and other writers come in through two hooks: ``before_write`` sees every write first and
 may raise (the write is then not made), and ``interleave`` runs something once, just before the
@@ -48,7 +51,8 @@ _ELEMENT_KEYS = {
 
 @dataclass(frozen=True)
 class Write:
-    """A write about to be made: ``verb`` is "apply", "patch_status" or "post_event"; ``kind`` and
+    """A write about to be made: ``verb`` is "apply", "patch_status", "post_event", "patch_pod" or
+    "delete_pod"; ``kind`` and
     ``name`` are the object's (the Event's involved object for "post_event")."""
 
     verb: str
@@ -213,6 +217,35 @@ class FakeKube:
 
     def pod_monitor_served(self) -> bool:
         return self.pod_monitors
+
+    def get_object(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(kind, namespace, name)
+
+    def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        return [
+            copy.deepcopy(obj)
+            for (kind, ns, _), obj in sorted(self.objects.items())
+            if kind == "Pod"
+            and ns == namespace
+            and all((obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
+        ]
+
+    def patch_pod_annotations(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        write = Write("patch_pod", "Pod", name)
+        self._before(write)
+        pod = self.objects.get(("Pod", namespace, name))
+        if pod is None:
+            raise ApiException(status=404, reason="Not Found")
+        meta = pod["metadata"]
+        meta["annotations"] = merge_patch(meta.get("annotations") or {}, annotations)
+        self._bump(pod)
+        self.writes.append(write)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        write = Write("delete_pod", "Pod", name)
+        self._before(write)
+        self.objects.pop(("Pod", namespace, name), None)
+        self.writes.append(write)
 
     # --------------------------------------------------------------------------- writes
 

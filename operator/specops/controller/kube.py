@@ -45,6 +45,20 @@ class KubeApi(Protocol):
 
     def pod_monitor_served(self) -> bool: ...
 
+    def get_object(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """Any namespaced object (the hot swap's Secret, ConfigMap, NetworkPolicy, EndpointSlices)."""
+        ...
+
+    def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        """The pods whose labels include ``labels`` (with their status: IP, conditions)."""
+        ...
+
+    def patch_pod_annotations(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        """A merge patch of a pod's annotations (None deletes one)."""
+        ...
+
+    def delete_pod(self, namespace: str, name: str) -> None: ...
+
     def apply(self, manifest: dict[str, Any]) -> None: ...
 
     def patch_status(
@@ -110,7 +124,34 @@ class Kube:
                 self._pod_monitor_served = False
         return self._pod_monitor_served
 
+    def get_object(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        try:
+            obj = resource.get(name=name, namespace=namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        out: dict[str, Any] = obj.to_dict()
+        return out
+
+    def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        resp: Any = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(resp.data).get("items") or []
+        return items
+
     # ----------------------------------------------------------------------------------- writes
+
+    def patch_pod_annotations(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        self.core.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": annotations}})
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def _fence(self, what: str) -> None:
         """Refuse a write once leadership is lost, even mid-reconcile: the next leader may be

@@ -19,8 +19,11 @@ from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import SpeculativeInferenceStatus
 from specops.controller import metrics
+from specops.controller.hotswap import HotSwapExecutor
 from specops.controller.kube import KubeApi, now_rfc3339
+from specops.plan.hotswap_reconcile import is_hot_swap
 from specops.plan.reconcile import (
+    EventType,
     Observed,
     Plan,
     PlannedEvent,
@@ -56,10 +59,13 @@ class Reconciler:
         clock: Callable[[], str] = now_rfc3339,
         status_refresh_seconds: float = 60.0,
         figure_writes: Callable[[], bool] | None = None,
+        hot_swap: HotSwapExecutor | None = None,
     ) -> None:
         """``figure_writes``: the budget of figure-only status writes (asked only when one is due;
-        None: unlimited)."""
+        None: unlimited).  ``hot_swap``: executes the HotSwap strategy's plans (default: over HTTP
+        to the pods' admin ports)."""
         self.kube = kube
+        self.hot_swap = hot_swap or HotSwapExecutor(kube)
         self.clock = clock
         self.status_refresh_seconds = status_refresh_seconds
         self.figure_writes = figure_writes
@@ -143,6 +149,8 @@ class Reconciler:
         status: SpeculativeInferenceStatus | None = None,
         metrics_condition: ConditionValue | None = None,
     ) -> Outcome:
+        if is_hot_swap(body):
+            return self._reconcile_hot_swap(body, status, metrics_condition)
         out = Outcome()
         observed = self._observe(body)
         plan = plan_reconcile(
@@ -163,6 +171,47 @@ class Reconciler:
             out.applied.append(f"{apply.kind}/{apply.name}")
             if apply.event is not None:
                 self._event(body, apply.event, out)
+        for event in plan.events:
+            self._event(body, event, out)
+        self._patch(body, plan, out)
+        out.refused = plan.refused
+        return out
+
+    def _reconcile_hot_swap(
+        self,
+        body: dict[str, Any],
+        status: SpeculativeInferenceStatus | None,
+        metrics_condition: ConditionValue | None,
+    ) -> Outcome:
+        """The HotSwap strategy (``specops.controller.hotswap``): the admin Secret if missing, the
+        applies, then at most one restart, repair or swap, then events and status."""
+        out = Outcome()
+        hs, client = self.hot_swap.plan(body, self.clock(), status, metrics_condition)
+        if self.hot_swap.ensure_secret(hs):
+            metrics.WRITES.labels("Secret").inc()
+            out.applied.append(f"Secret/{hs.secret}")
+        plan = hs.plan
+        for apply in plan.applies:
+            try:
+                self.kube.apply(apply.manifest)
+            except ApiException as exc:
+                if exc.status not in (400, 422):
+                    raise
+                plan = plan_manifest_rejected(
+                    body, Observed(deployments={}), self.clock(), apply, _api_message(exc),
+                    status=status, metrics_condition=metrics_condition,
+                )  # fmt: skip
+                break
+            metrics.WRITES.labels(apply.kind).inc()
+            out.applied.append(f"{apply.kind}/{apply.name}")
+            if apply.event is not None:
+                self._event(body, apply.event, out)
+        if not plan.refused:
+
+            def post(type_: str, reason: str, message: str) -> None:
+                self._event(body, PlannedEvent(EventType(type_), reason, message), out)
+
+            self.hot_swap.act(body, hs, client, post)
         for event in plan.events:
             self._event(body, event, out)
         self._patch(body, plan, out)
