@@ -144,9 +144,11 @@ class Kube:
     # ----------------------------------------------------------------------------------- writes
 
     def patch_pod_annotations(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        self._fence(f"annotations of pod {namespace}/{name}")
         self.core.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": annotations}})
 
     def delete_pod(self, namespace: str, name: str) -> None:
+        self._fence(f"pod {namespace}/{name}")
         try:
             self.core.delete_namespaced_pod(name, namespace)
         except ApiException as exc:
