@@ -21,7 +21,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,8 @@ log = logging.getLogger("specops.evaluator")
 QueryFn = Callable[[str, str], Any]  # (url, query) -> data.result
 # Queries of one group in flight at once (15 per group: a few rounds, not 15 connections).
 QUERY_CONCURRENCY = 4
+# Resources evaluated at once (each evaluation waits on the API server most of its time).
+EVALUATION_WORKERS = 8
 
 
 class PrometheusDeadlineError(TimeoutError):
@@ -167,6 +169,7 @@ class Evaluator:
         query_timeout: float = 10.0,
         allowed_urls: Collection[str] | None = None,
         deadline: float = 30.0,
+        workers: int = EVALUATION_WORKERS,
     ) -> None:
         self.reconciler = reconciler
         self.default_url = default_url
@@ -178,6 +181,7 @@ class Evaluator:
         self.clock = clock
         self.tracked: dict[Key, Tracked] = {}
         self._pool = ThreadPoolExecutor(QUERY_CONCURRENCY, thread_name_prefix="specops-prometheus")
+        self._workers = ThreadPoolExecutor(workers, thread_name_prefix="specops-evaluate")
 
     def track(self, namespace: str, name: str, spec: dict[str, Any] | None) -> None:
         # The policy through its model (its defaults, its duration pattern); a policy the model
@@ -245,7 +249,21 @@ class Evaluator:
                 return None, _failure(url, exc, self.query_timeout), sent
         return results, None, sent
 
+    def _evaluate(self, key: Key, obs: Observation, now: float) -> Any:
+        """One resource's evaluation: its decision (None: nothing to evaluate) or what it raised."""
+        ns, name = key
+        try:
+            return self.reconciler.evaluate(ns, name, obs, now)
+        except NotLeaderError:
+            raise
+        except Exception as exc:
+            log.exception("evaluating %s/%s failed", ns, name)
+            return exc
+
     def run_cycle(self) -> CycleReport:
+        """Every due resource: the queries of each group, then its resources' evaluations, up to
+        ``workers`` at once (each reads the resource and its pools from the API server and may
+        write: I/O-bound, so threads overlap the waits).  Leadership lost mid-cycle ends it."""
         start = time.monotonic()
         now = self.clock()
         report = CycleReport()
@@ -262,24 +280,40 @@ class Evaluator:
                 results, error, sent = self._fetch(url, window)
                 report.queries += sent
             observations = build_observations(results) if results is not None else {}
-            for ns, name in keys:
-                obs = Observation(error=error) if error else observations.get((ns, name), Observation())
+            futures = {
+                self._workers.submit(
+                    self._evaluate,
+                    key,
+                    Observation(error=error) if error else observations.get(key, Observation()),
+                    now,
+                ): key
+                for key in keys
+            }
+            stopped = False
+            for future, key in futures.items():  # in submission order: reports do not depend on timing
                 try:
-                    decision = self.reconciler.evaluate(ns, name, obs, now)
-                except NotLeaderError as exc:  # leadership lost mid-cycle: the next leader goes on
-                    log.info("evaluation cycle stopped: %s", exc)
-                    report.seconds = time.monotonic() - start
-                    return report
-                except Exception:
-                    log.exception("evaluating %s/%s failed", ns, name)
+                    outcome = future.result()
+                except NotLeaderError as exc:  # the next leader goes on; the rest is not started
+                    if not stopped:
+                        log.info("evaluation cycle stopped: %s", exc)
+                    stopped = True
+                    for f in futures:
+                        f.cancel()
+                    continue
+                except CancelledError:
+                    continue
+                if isinstance(outcome, Exception):
                     report.errors += 1
                     continue
-                if (ns, name) in self.tracked:
-                    self.tracked[(ns, name)].last = now
+                if key in self.tracked:
+                    self.tracked[key].last = now
                 report.resources += 1
-                if decision is not None:
-                    v = decision.assessment.verdict.value
+                if outcome is not None:
+                    v = outcome.assessment.verdict.value
                     report.verdicts[v] = report.verdicts.get(v, 0) + 1
+            if stopped:
+                report.seconds = time.monotonic() - start
+                return report
             report.errors += int(error is not None)
         report.seconds = time.monotonic() - start
         if report.resources:

@@ -88,14 +88,22 @@ def prometheus_allowlist(opts: OperatorOptions) -> tuple[str, ...]:
     return tuple(dict.fromkeys(u for u in [opts.prometheus_url, *opts.allowed_prometheus_urls] if u))
 
 
+# Connections kept to the API server: the evaluation workers, the reconciles Kopf starts and the
+# leader election all share the client (urllib3 would otherwise open and drop extra ones).
+API_CONNECTIONS = 32
+
+
 def api_client(kubeconfig: str | None) -> client.ApiClient:
+    cfg = client.Configuration()
     if kubeconfig:
-        return kube_config.new_client_from_config(config_file=kubeconfig)
-    try:
-        kube_config.load_incluster_config()
-        return client.ApiClient()
-    except kube_config.ConfigException:
-        return kube_config.new_client_from_config()
+        kube_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        try:
+            kube_config.load_incluster_config(client_configuration=cfg)
+        except kube_config.ConfigException:
+            kube_config.load_kube_config(client_configuration=cfg)
+    cfg.connection_pool_maxsize = API_CONNECTIONS
+    return client.ApiClient(cfg)
 
 
 class ServiceWebhookServer(kopf.WebhookServer):
