@@ -89,6 +89,14 @@ def test_a_probed_pod_is_annotated_and_an_unknown_one_holds_the_swaps() -> None:
     assert [e["targetRef"]["name"] for e in slices["demo-base-ipv4"]["endpoints"]] == ["pod-1"]
 
 
+def test_a_starting_pod_holds_no_swap_but_one_left_mid_swap_does() -> None:
+    starting = SwapPodView("pod-2", "10.0.0.2", False)  # engines not up yet: the probe got nothing
+    plan = plan_hot_swap_reconcile(body(), observed(view("pod-1", BASE), starting), NOW)
+    assert plan.swap == Swap("pod-1", BASE, SPEC)
+    left = SwapPodView("pod-2", "10.0.0.2", False, annotated="swapping")
+    assert plan_hot_swap_reconcile(body(), observed(view("pod-1", BASE), left), NOW).swap is None
+
+
 def test_both_asleep_wakes_the_engine_the_target_needs() -> None:
     asleep = SwapPodView("pod-1", "10.0.0.1", True, annotated="swapping", asleep={SPEC: True, BASE: True})
     plan = plan_hot_swap_reconcile(body(), observed(asleep, view("pod-2", SPEC)), NOW)

@@ -270,7 +270,10 @@ def plan_hot_swap_reconcile(
     repair = None if restart else next((r for p in pods if (r := _repair(p, target, now_split))), None)
     swap = None
     if restart is None and repair is None:
-        swap = plan_swap(target, [ReplicaEngine(p.name, p.awake, p.ready) for p in pods])
+        # A pod still starting (not ready, engines not answering) holds no swap of the others; one
+        # the operator left mid-swap (``swapping``) does, until probed.
+        counted = [p for p in pods if p.awake is not None or p.ready or p.annotated == SWAPPING]
+        swap = plan_swap(target, [ReplicaEngine(p.name, p.awake, p.ready) for p in counted])
 
     ready = {pool: sum(p.awake is pool and p.ready for p in pods) for pool in Pool}
     pool_states = {
