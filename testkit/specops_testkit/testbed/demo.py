@@ -49,6 +49,9 @@ class Tick:
     p99_spec: float | None
     p99_base: float | None
     verdict: str
+    waiting_spec: float | None = None  # requests queued in the pool (vllm:num_requests_waiting)
+    waiting_base: float | None = None
+    switch_cost: dict[str, Any] | None = None  # status.switchCost as read at this tick
 
 
 @dataclass
@@ -57,6 +60,33 @@ class DemoResult:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     t0_wall: float = 0.0
+
+    def switch_costs(self) -> dict[str, float]:
+        """Each measured switch: its decision time (RFC 3339) -> seconds from the decision to the
+        pools settled (status.switchCost.lastSwitchSeconds, kept for the decision it measured)."""
+        out: dict[str, float] = {}
+        for tick in self.ticks:
+            cost = tick.switch_cost or {}
+            if cost.get("measuredFor") and cost.get("lastSwitchSeconds") is not None:
+                out[str(cost["measuredFor"])] = float(cost["lastSwitchSeconds"])
+        return out
+
+    def switch_cost_line(self) -> str:
+        """status.switchCost in words, as the last tick read it."""
+        cost = next((t.switch_cost for t in reversed(self.ticks) if t.switch_cost), None)
+        if not cost:
+            return "status.switchCost: not written"
+        line = (
+            f"status.switchCost: {cost.get('secondsPerReplica')} s per replica ({cost.get('source')}; "
+            f"estimate {cost.get('estimatedSecondsPerReplica')} s)"
+        )
+        if cost.get("lastSwitchSeconds") is not None:
+            line += (
+                f"; last switch {cost['lastSwitchSeconds']} s from decision to pools settled, "
+                f"{cost.get('lastReplicasMoved')} replica(s) moved, "
+                f"{cost.get('lastUnavailableReplicaSeconds')} replica-seconds without a ready pod"
+            )
+        return line
 
 
 def _get_si(api: Any, namespace: str, name: str) -> dict[str, Any]:
@@ -71,16 +101,17 @@ def _fmt(x: float | None, scale: float = 1.0, digits: int = 1) -> str:
 
 
 HEADER = (
-    f"{'t(s)':>6} {'phase':<10} {'QPS':>5} {'mode':<11} {'spec':>4} {'base':>4} {'accept':>6} "
-    f"{'P99 TPOT spec':>13} {'base':>6} {'verdict':<9}"
+    f"{'t(s)':>6} {'phase':<10} {'offered':>7} {'served':>6} {'mode':<11} {'spec':>4} {'base':>4} "
+    f"{'accept':>6} {'P99 TPOT spec':>13} {'base':>6} {'queued spec':>11} {'base':>5} {'verdict':<9}"
 )
 
 
 def _row(tick: Tick) -> str:
     return (
-        f"{tick.t:6.0f} {tick.phase:<10} {tick.served_qps:5.1f} {tick.mode:<11} {tick.spec_ready:>4} "
-        f"{tick.base_ready:>4} {_fmt(tick.acceptance, 1, 2):>6} {_fmt(tick.p99_spec, 1000):>10} ms "
-        f"{_fmt(tick.p99_base, 1000):>6} {tick.verdict:<9}"
+        f"{tick.t:6.0f} {tick.phase:<10} {tick.offered_qps:7.1f} {tick.served_qps:6.1f} {tick.mode:<11} "
+        f"{tick.spec_ready:>4} {tick.base_ready:>4} {_fmt(tick.acceptance, 1, 2):>6} "
+        f"{_fmt(tick.p99_spec, 1000):>10} ms {_fmt(tick.p99_base, 1000):>6} "
+        f"{_fmt(tick.waiting_spec, 1, 0):>11} {_fmt(tick.waiting_base, 1, 0):>5} {tick.verdict:<9}"
     )
 
 
@@ -136,6 +167,7 @@ def _run_demo(
             print(f"   {d['time']}  {d['from']:>11} -> {d['to']:<11} {d['reason']}: {d['message']}")
         if not result.decisions:
             print("   (none)")
+        print(f"== {result.switch_cost_line()}")
         if plot is not None:
             write_plot(result, plot, scenario)
             print(f"== timeline plot: {plot}")
@@ -224,6 +256,9 @@ def _play(tb: Testbed, scenario: Scenario, namespace: str, name: str, result: De
             p99_spec=spec_pool.tpot_p99 if spec_pool else None,
             p99_base=base_pool.tpot_p99 if base_pool else None,
             verdict=str(st.get("verdict", "-")),
+            waiting_spec=spec_pool.waiting if spec_pool else None,
+            waiting_base=base_pool.waiting if base_pool else None,
+            switch_cost=st.get("switchCost"),
         )
         result.ticks.append(tick)
         print(_row(tick), flush=True)
@@ -249,7 +284,9 @@ def _served_model(tb: Testbed, namespace: str, name: str) -> str:
 
 
 def write_plot(result: DemoResult, path: Path, scenario: Scenario) -> None:
-    """Mode, acceptance and P99 TPOT per pool over time, decisions marked."""
+    """Offered against served throughput, the queue and P99 TPOT per pool, and acceptance over
+    time; decisions marked, and each measured switch shaded from its decision to the pools
+    settled (status.switchCost)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -259,7 +296,7 @@ def write_plot(result: DemoResult, path: Path, scenario: Scenario) -> None:
     if not ticks:
         return
     ts = [k.t for k in ticks]
-    fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
+    fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
     colors: dict[str, str] = {
         ServingMode.SPECULATIVE: "#c8e6c9",
         ServingMode.BASELINE: "#ffcdd2",
@@ -284,14 +321,29 @@ def write_plot(result: DemoResult, path: Path, scenario: Scenario) -> None:
     axes[2].plot(ts, ms, color="tab:green", label="P99 TPOT speculative")
     axes[2].plot(ts, mb, color="tab:red", label="P99 TPOT baseline")
     axes[2].set_ylabel("ms")
-    axes[2].set_xlabel("seconds since the scenario started")
     axes[2].legend(loc="upper right")
+    axes[3].plot(ts, [k.waiting_spec for k in ticks], color="tab:green", label="queued, speculative pool")
+    axes[3].plot(ts, [k.waiting_base for k in ticks], color="tab:red", label="queued, baseline pool")
+    axes[3].set_ylabel("requests waiting")
+    axes[3].set_xlabel("seconds since the scenario started")
+    axes[3].legend(loc="upper right")
+    costs = result.switch_costs()
     for d in result.decisions:
         when = epoch(d["time"]) - result.t0_wall
         if 0 <= when <= ticks[-1].t:
             for ax in axes:
                 ax.axvline(when, color="black", linewidth=0.8)
             axes[0].annotate(d["reason"], (when, axes[0].get_ylim()[1]), rotation=90, va="top", fontsize=8)
+            seconds = costs.get(d["time"])
+            if seconds is not None:
+                for ax in axes:
+                    ax.axvspan(
+                        when, when + seconds, facecolor="none", edgecolor="#555555", hatch="//", linewidth=0
+                    )
+                axes[3].annotate(
+                    f"switch cost {seconds:.0f} s", (when, axes[3].get_ylim()[1]), va="top", fontsize=8
+                )
+    fig.text(0.01, 0.005, result.switch_cost_line(), fontsize=7, color="#333333")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
