@@ -222,12 +222,13 @@ def test_simulate_command_writes_table_json_and_plots(tmp_path: Path) -> None:
         "specops-hot-swap",
         "specops-derived",
         "oracle",
+        "hindsight",
     ]
     assert [(r["scenario"], r["policy_profile"], r["strategy"]) for r in rows] == [
         (n, profile, s) for n in names for profile in ("scenario", "defaults") for s in strategies
     ]
     for r in rows:
-        assert set(r) == {
+        assert set(r) >= {
             "scenario", "policy_profile", "strategy", "p50_tpot_ms", "p99_tpot_ms", "p99_ttft_ms",
             "slo_share", "failed", "completed", "switches", "probes",
         }  # fmt: skip
