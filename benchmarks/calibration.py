@@ -12,7 +12,13 @@ mean TPOT of a speculative and a baseline pod at 1, 2, 4, ... requests/s per rep
 waiting queues, and the rates where speculation starts to lose, where each pod starts to queue and
 where the speculative pod's TPOT is the better again (both saturated).  About 20 s in all.
 
-Usage: python benchmarks/calibration.py [--seed N] [--skip-demo]
+Then two checks of the fit itself: validation against published figures no constant was fitted
+to (vLLM issue 49548's k=0 table overhead, which the V1 table's overhead constant was set from,
+and the EAGLE-3 head for Llama-3.3-70B at k=7, which nothing was fitted to); and, with
+``--leave-one-out`` (a few minutes), each of the four points predicted by the four fitted
+constants refitted to the other three, starting from their priors.
+
+Usage: python benchmarks/calibration.py [--seed N] [--skip-demo] [--leave-one-out]
 Exit code 1 when a calibration point is outside the tolerance.
 """
 
@@ -26,13 +32,21 @@ from specops_testkit.emulator.calibration import (
     DEMO_MAX_TOKENS,
     DEMO_PROMPT_TOKENS,
     DEMO_TEMPERATURE,
+    EAGLE3_K,
+    FITTED,
     POINTS,
     demo_acceptance,
     demo_load,
     demo_thresholds,
     describe_factor,
+    eagle3_acceptance_length,
+    fit_constants,
+    from_priors,
+    k0_table_overhead,
+    leave_one_out,
     measure,
 )
+from specops_testkit.emulator.perf import V0_CONSTANTS
 
 TOLERANCE = 0.15
 
@@ -96,15 +110,62 @@ def demo(seed: int) -> None:
     )
 
 
+def validation() -> None:
+    """Published figures the fit did not use, against the model."""
+    print("\nvalidation (figures no fitted constant was fitted to):")
+    print("  vLLM issue 49548, k=0 table against a plain engine (demo pair, V1, closed loop):")
+    for row in k0_table_overhead():
+        print(
+            f"    concurrency {row.concurrency:3d}: TPOT {row.modelled:+.1%} modelled, {row.published:+.1%} "
+            f"published ({row.modelled - row.published:+.1%} points)"
+        )
+    print(f"  EAGLE-3 for Llama-3.3-70B, k={EAGLE3_K}, mean acceptance length (bonus token included):")
+    for e in eagle3_acceptance_length():
+        print(
+            f"    temperature {e.temperature:.0f}: {e.modelled:.2f} modelled, {e.published:.2f} published "
+            f"({e.modelled / e.published - 1:+.0%})"
+        )
+
+
+def held_out(seed: int) -> None:
+    """Each point predicted by the constants refitted to the other three."""
+    print("\nleave-one-out: the four fitted constants refitted (from their priors) to three points")
+    names = " ".join(f"{f.name:>32}" for f in FITTED)
+    print(f"  {'held-out point':34} {'predicted':>15} {'published':>15} {'error':>7}  {names}")
+    print(
+        f"  {'(value in the shipped fit)':34} {'':>15} {'':>15} {'':>7}  "
+        + " ".join(f"{f.get(V0_CONSTANTS):32.4g}" for f in FITTED)
+    )
+    check = fit_constants(POINTS, from_priors(), seed=seed)
+    print(
+        f"  {'(all four refitted: a check)':34} {'':>15} {'':>15} {'':>7}  "
+        + " ".join(f"{check.value(f.name):32.4g}" for f in FITTED),
+        flush=True,
+    )
+    for h in leave_one_out(seed=seed):
+        values = " ".join(f"{h.fit.value(f.name):32.4g}" for f in FITTED)
+        print(
+            f"  {h.point.name:34} {describe_factor(h.predicted):>15} "
+            f"{describe_factor(h.point.published):>15} {h.error:+7.0%}  {values}",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-demo", action="store_true", help="only the four calibration points")
+    parser.add_argument(
+        "--leave-one-out", action="store_true", help="refit on three points, predict the fourth (minutes)"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     failures = calibration(args.seed)
     if not args.skip_demo:
         demo(args.seed)
+    validation()
+    if args.leave_one_out:
+        held_out(args.seed)
     print(f"({time.perf_counter() - started:.1f} s, seed {args.seed})")
     return 1 if failures else 0
 
