@@ -55,9 +55,12 @@ RESOURCES = {p.name for p in resource_files()}
 @pytest.fixture(scope="module")
 def answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One probe run for every case (vLLM's imports take a while): the plan and vLLM's answer."""
-    plan = build_plan(VERSION)
-    env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
-    out = tmp_path_factory.mktemp("vllm") / "answer.json"
+    # Local model directories (config and tokenizer, no weights): some releases read the model's
+    # config while validating the command line, and the hub stays off.
+    tmp = tmp_path_factory.mktemp("vllm")
+    plan = build_plan(VERSION, hf_home=str(tmp / "hf"))
+    env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp / "hf")}
+    out = tmp / "answer.json"
     done = subprocess.run(
         [PYTHON, str(PROBE), "check", "--out", str(out)],
         input=json.dumps(plan),

@@ -244,7 +244,9 @@ def flags_to_check() -> list[str]:
     return sorted({*COMMON_FLAG_GATES, *LEGACY_FLAG_GATES})
 
 
-def build_plan(version: Version, hf_home: str | None = None) -> dict[str, Any]:
+def build_plan(version: Version, hf_home: str | None = None, deep: bool = True) -> dict[str, Any]:
+    """The plan for the probe; with ``hf_home``, local model directories (and, if ``deep``,
+    ``create_engine_config`` on them)."""
     cases, notes = cases_for(version)
     flags = set(flags_to_check())
     for case in cases:
@@ -255,7 +257,7 @@ def build_plan(version: Version, hf_home: str | None = None) -> dict[str, Any]:
         "cases": [c.to_json() for c in cases],
         "entrypoints": entrypoint_cases(cases[0]),
         "notes": notes,
-        "deep": hf_home is not None,
+        "deep": deep and hf_home is not None,
     }
     if hf_home is not None:
         plan["hf_home"] = hf_home

@@ -374,7 +374,7 @@ def check(plan: dict[str, Any]) -> dict[str, Any]:
     # The hub stays switched off (huggingface_hub reads this when first imported: set it first).
     os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     deep = bool(plan.get("deep"))
-    if deep:
+    if plan.get("hf_home"):
         hf_home = Path(plan["hf_home"])
         write_model_dirs(hf_home, plan["models"])
         os.environ["HF_HOME"] = str(hf_home)

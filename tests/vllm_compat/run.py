@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     version = parse_version(args.version)
     vtext = format_version(version)
     with tempfile.TemporaryDirectory(prefix="specops-vllm-") as tmp:
-        plan = build_plan(version, hf_home=None if args.shallow else str(Path(tmp) / "hf"))
+        plan = build_plan(version, hf_home=str(Path(tmp) / "hf"), deep=not args.shallow)
         log = Path(args.log_dir or tmp) / f"probe-{vtext}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         result = run_probe(args.python, plan, log)
