@@ -6,7 +6,7 @@ from typing import Any
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    from tests.reliability import test_fuzz
+    from tests.support.fuzz_stats import STATS, summary
 
-    if test_fuzz.STATS:
-        terminalreporter.write_line(test_fuzz.summary())
+    if STATS:
+        terminalreporter.write_line(summary())

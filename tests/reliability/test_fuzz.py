@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections import Counter
 from typing import Any
 
 import jsonschema
@@ -41,13 +40,13 @@ from specops.controller.reconciler import Reconciler
 from specops.policy.decide import Observation, PolicyDecision, PoolMetrics, Verdict
 from specops.render.manifests import OwnerRef, PoolSplit, render_all
 from tests.support.fake_kube import FakeKube
+from tests.support.fuzz_stats import _TIMES, STATS
 from tests.support.hostile import Hostile, hostile_resources, refusal
 from tests.support.k8s import is_dns1123_subdomain, manifest_problems
 from tests.support.resources import as_stored
 
 HF_TOKEN_ENV = "HF_TOKEN"
 EXAMPLES = int(os.environ.get("SPECOPS_FUZZ_EXAMPLES", "250"))
-STATS: Counter[str] = Counter()
 _SCHEMA = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 _PART = re.compile(r"\[\d+\]|[^.\[\]]+")
 # An argument that would carry a Hugging Face token (vLLM and huggingface_hub spellings).
@@ -272,17 +271,6 @@ def check_reconcile(h: Hostile, accepted: bool) -> None:
     )
     window = evaluator.tracked[("fuzz", body["metadata"]["name"])].window
     assert _PROMQL_DURATION.fullmatch(window), f"window {window!r} would break every PromQL query"
-
-
-_TIMES: list[float] = []  # the first and the latest example's start
-
-
-def summary() -> str:
-    """Examples run (shrinking included), by outcome, and the time from the first to the last (the
-    module loads with the whole session, so its load time would count the other tests too)."""
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(STATS.items()))
-    spent = _TIMES[-1] - _TIMES[0] if _TIMES else 0.0
-    return f"fuzz: {sum(STATS.values())} examples in {spent:.0f} s: {counts}"
 
 
 @settings(
