@@ -8,11 +8,15 @@ service, the speculative pool alone (a timed trial).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from specops.api.v1alpha1 import PolicySpec
-from specops.plan.status import policy_state_from_status
-from specops.policy.state import Observation, PolicyState, PoolMetrics, Reason, Verdict
+from specops.plan.status import policy_state_from_status, policy_status_fields
+from specops.policy.decide import decide
+from specops.policy.headroom import service_facts
+from specops.policy.state import Observation, PolicyState, PoolMetrics, Reason, ServiceFacts, Verdict
+from tests.support.resources import make_si
 
 POLICY = PolicySpec()  # min acceptance 0.5, break-even 0.65, +10% P99, +50% gap, 1 waiting/replica
 NOW = 1_767_232_800.0  # 2026-01-01T02:00:00Z
@@ -86,3 +90,64 @@ def trial(**kw: Any) -> Observation:
 
 H, B, N, E = Verdict.HEALTHY, Verdict.BREACH, Verdict.NO_DATA, Verdict.ERROR
 Expected = tuple[Verdict, Reason] | None
+
+
+# -------------------------------------------------------------------------------- headroom
+
+# The chat pair the simulator serves (Llama-3.1-70B INT8 with an 8B draft, k = 5, two replicas of two
+# H100s), as plan_evaluation hands it to the policy: no surge pod, a switch estimated at 70 s per
+# replica, the step-cost model's ratios for the pair.
+FACTS = service_facts(make_si().spec, 70.0, measured=False)
+SURGE_FACTS = replace(FACTS, surge=True)
+# Step lines of that pair in the emulator (docs/operator.md, "Headroom"): r / (E b) against r / E for
+# the speculative pool, against r for the baseline; mean TPOT equal near 15 req/s per replica.
+SPEC_LINE = (0.25, 0.065)
+BASE_LINE = (0.6, 0.029)
+ACCEPTANCE = 0.71  # the chat scenarios at temperature 0.3: E = 1 + 0.71 x 5 = 4.55
+
+
+def line_pool(
+    rate: float,
+    replicas: int = 2,
+    speculative: bool = True,
+    line: tuple[float, float] | None = None,
+    **kw: Any,
+) -> PoolMetrics:
+    """A pool serving ``rate`` req/s per replica on its step line (``line``: (A, B), default the chat
+    pair's): the running requests Little's law gives (b = r / (E (A - B x))), nothing queued, TPOT
+    from the same line."""
+    acceptance = kw.pop("acceptance", ACCEPTANCE) if speculative else None
+    e = 1.0 + 5 * acceptance if acceptance is not None else 1.0
+    a, b = line or (SPEC_LINE if speculative else BASE_LINE)
+    y = a - b * rate / e
+    figures: dict[str, Any] = {
+        "request_rate": rate * replicas,
+        "running": replicas * rate / (e * y),
+        "tpot_p50": 1.0 / (100 * e * y),  # 100 output tokens a request
+        "tpot_p99": 2.0 / (100 * e * y),
+        "waiting": 0.0,
+        "acceptance": acceptance,
+    }
+    figures.update(kw)
+    return PoolMetrics(replicas=replicas, **figures)
+
+
+def learned(
+    rates: list[float],
+    mode: str = "Speculative",
+    facts: ServiceFacts = FACTS,
+    policy: PolicySpec = POLICY,
+    start: float = NOW - 7200,
+    step: float | None = None,
+) -> PolicyState:
+    """The state after one evaluation per rate (req/s per replica) of the pool ``mode`` serves, each
+    decided by ``decide`` and written to status and read back, as the operator does."""
+    step = step or policy.interval_seconds
+    state = status_state(mode)
+    state = replace(state, mode_since=start - 3600)
+    for i, rate in enumerate(rates):
+        pool = line_pool(rate, speculative=mode != "Baseline")
+        obs = Observation(speculative=pool) if mode != "Baseline" else Observation(baseline=pool)
+        state = decide(policy, state, obs, start + i * step, facts=facts).state
+        state = policy_state_from_status(policy_status_fields(state))
+    return state

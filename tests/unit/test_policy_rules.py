@@ -257,9 +257,11 @@ def test_every_mode_tries_the_hold_rules_first_and_ends_on_a_rule_that_always_ap
     assert set(RULES) == set(ServingMode)
     for mode, ordered in RULES.items():
         assert ordered[: len(rules.HOLD_RULES)] == rules.HOLD_RULES, mode
-    assert RULES[ServingMode.SPECULATIVE][-5:] == (
-        rules.acceptance_below_threshold, rules.load_saturation, rules.tail_latency_regression,
-        rules.tail_gap_widening, rules.healthy,
+    # Measured harm first, then the leading indicator before the queue it anticipates, measured
+    # latency before the model's prediction (which applies only without a measured reference).
+    assert RULES[ServingMode.SPECULATIVE][len(rules.HOLD_RULES):] == (
+        rules.acceptance_below_threshold, rules.headroom_closing, rules.load_saturation,
+        rules.tail_latency_regression, rules.tail_gap_widening, rules.predicted_slowdown, rules.healthy,
     )  # fmt: skip
     assert RULES[ServingMode.BASELINE][-1] is rules.baseline_serving
     assert RULES[ServingMode.PROBING][-1] is rules.probe_trial

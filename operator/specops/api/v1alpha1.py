@@ -869,6 +869,76 @@ class SwitchCostStatus(_StatusModel):
     )
 
 
+class LoadTrendStatus(_StatusModel):
+    """The service's load and where it is heading, as the last evaluations saw it."""
+
+    requests_per_replica: float = Field(
+        description="Requests/s over every serving pod in the last window, per replica of spec.replicas."
+    )
+    slope_per_minute: float = Field(
+        description="Its trend: change in requests/s per replica per minute, smoothed over a few windows."
+    )
+    recorded_at: str = Field(description="When it was last updated (RFC 3339).")
+
+
+class StepLineStatus(_StatusModel):
+    """One pool's step rate against its load, fitted online by exponentially weighted least squares
+    (docs/operator.md, "Headroom"): the figures of the running fit.  The step rate is the request
+    rate over (tokens per step x running requests), per replica: 1 / (output tokens x step time)."""
+
+    weight: float = Field(description="Windows in the fit, each weighted down as it ages.")
+    mean_load: float = Field(
+        description="Mean load: requests/s per replica (divided by the tokens per step when speculative)."
+    )
+    mean_step_rate: float = Field(description="Mean step rate (1 / (output tokens x step time)).")
+    load_variance: float = Field(description="Weighted variance of the load (the fit's spread).")
+    step_rate_variance: float = Field(default=0.0, description="Weighted variance of the step rate.")
+    covariance: float = Field(description="Weighted covariance of load and step rate.")
+    mean_acceptance: float | None = Field(
+        default=None, description="Mean acceptance of the windows in the fit (speculative pool)."
+    )
+    updated_at: str = Field(description="Newest window in the fit (RFC 3339).")
+
+
+class HeadroomStatus(_StatusModel):
+    """What the policy knows of the load at which speculation stops paying, learned from the
+    pools' own figures; read back by the next evaluation (docs/operator.md, "Headroom")."""
+
+    load: LoadTrendStatus | None = Field(default=None, description="The load and its trend.")
+    speculative_steps: StepLineStatus | None = Field(
+        default=None, description="The speculative pool's step rate against its load."
+    )
+    baseline_steps: StepLineStatus | None = Field(
+        default=None, description="The baseline pool's step rate against its load."
+    )
+    crossover_requests_per_replica: float | None = Field(
+        default=None,
+        description="Load per replica above which the baseline is expected to have the lower TPOT "
+        "at the current acceptance (with a margin for the P99); derived from the lines above.",
+    )
+    speculative_capacity_requests_per_replica: float | None = Field(
+        default=None, description="Load per replica a speculative replica can serve (its line's limit)."
+    )
+    baseline_capacity_requests_per_replica: float | None = Field(
+        default=None, description="Load per replica a baseline replica can serve (its line's limit)."
+    )
+    source: str | None = Field(
+        default=None,
+        description="Where the crossover comes from: Measured (both pools' lines), Estimated (the "
+        "baseline's line from the speculative one and the step-cost model), or what is missing.",
+    )
+    overload_since: str | None = Field(
+        default=None,
+        description="Start of the current episode of load-driven breaches while speculating (RFC 3339).",
+    )
+    typical_overload_seconds: float | None = Field(
+        default=None,
+        description="How long such episodes lasted when they ended by themselves (running mean); a "
+        "fallback that takes longer is not made for one (bursts are ridden out).",
+    )
+    overloads_seen: int = Field(default=0, description="Episodes in that mean.")
+
+
 class SpeculativeInferenceStatus(_StatusModel):
     """Observed state, written only by the operator."""
 
@@ -905,6 +975,17 @@ class SpeculativeInferenceStatus(_StatusModel):
         description="Digest of the spec fields the recorded evidence depends on (vLLM, target, "
         "speculation, GPUs); when the spec's differs, the reference, the saturation load and the "
         "probe backoff are dropped.",
+    )
+    headroom: HeadroomStatus | None = Field(
+        default=None,
+        description="The load, its trend and the load at which speculation stops paying, learned "
+        "from the pools' figures (the leading-indicator rule and the switch gate read them).",
+    )
+    switch_deferred_since: str | None = Field(
+        default=None,
+        description="Since when the policy has held back a switch it would otherwise make, because "
+        "the switch would overload the service or cost more than the regime it answers (RFC 3339; "
+        "the reason is in verdictMessage).",
     )
     verdict_reason: str | None = Field(default=None, description="Reason of the latest verdict.")
     verdict_message: str | None = Field(default=None, description="Evidence of the latest verdict.")

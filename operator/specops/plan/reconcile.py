@@ -19,6 +19,7 @@ from specops.api.v1alpha1 import (
     SpeculativeInference,
     SpeculativeInferenceSpec,
     SpeculativeInferenceStatus,
+    SwitchCostSource,
     pinned_mode,
 )
 from specops.checks.validation import CheckReport, ResourceError, check_resource, load_resource
@@ -39,6 +40,7 @@ from specops.plan.status import (
     condition,
     desired_status,
     dump_status,
+    estimated_switch_seconds,
     keep_figures_fresh_enough,
     merge_patch,
     observed_metrics,
@@ -50,7 +52,9 @@ from specops.plan.status import (
     with_condition,
 )
 from specops.policy.decide import Observation, PolicyDecision, decide
-from specops.policy.state import policy_fingerprint
+from specops.policy.headroom import service_facts
+from specops.policy.rules import window_headroom
+from specops.policy.state import ServiceFacts, policy_fingerprint
 from specops.render.manifests import OwnerRef, Pool, PoolSplit, pool_name, render_all, render_pod_monitor
 
 FIELD_MANAGER = "specops"
@@ -70,6 +74,7 @@ class EventReason(StrEnum):
     BUDGET_WARNING = "BudgetWarning"
     METRICS_UNAVAILABLE = "MetricsUnavailable"
     SWITCH_HELD = "SwitchHeld"
+    SWITCH_DEFERRED = "SwitchDeferred"
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +340,17 @@ def switch_takes_service_down(spec: SpeculativeInferenceSpec) -> bool:
     return spec.replicas == 1 and spec.rollout.max_surge == 0
 
 
+def _service_facts(si: SpeculativeInference, status: SpeculativeInferenceStatus) -> ServiceFacts:
+    """What the policy needs of the service: replicas, rollout, k, and the switch cost as status
+    holds it (measured once a switch settled, else estimated from the model's size)."""
+    cost = status.switch_cost
+    if cost is not None:
+        seconds, measured = cost.seconds_per_replica, cost.source is SwitchCostSource.MEASURED
+    else:
+        seconds, measured = estimated_switch_seconds(si, check_resource(si)), False
+    return service_facts(si.spec, seconds, measured)
+
+
 @dataclass(frozen=True, slots=True)
 class EvaluationPlan:
     """One policy evaluation: the decision, the switch to store before any pool moves (a status
@@ -367,8 +383,18 @@ def plan_evaluation(
     stored = body.get("status") or {}
     old = read_status(stored) or SpeculativeInferenceStatus()
     state = policy_state_from_status(old)
-    decision = decide(si.spec.policy, state, obs, now, fingerprint=policy_fingerprint(si.spec))
+    facts = _service_facts(si, old)
+    decision = decide(si.spec.policy, state, obs, now, fingerprint=policy_fingerprint(si.spec), facts=facts)
     events: list[PlannedEvent] = []
+    if decision.deferred is not None:
+        d = decision.deferred
+        events.append(
+            PlannedEvent(
+                EventType.WARNING,
+                EventReason.SWITCH_DEFERRED,
+                f"would switch {d.from_mode} -> {d.to_mode} ({d.reason}); {d.message}",
+            )
+        )
     if (
         decision.transition is not None
         and pinned_mode(si.spec.policy.mode) is None
@@ -387,9 +413,10 @@ def plan_evaluation(
         )
         events.append(PlannedEvent(EventType.WARNING, EventReason.SWITCH_HELD, message))
     a = decision.assessment
+    headroom = window_headroom(si.spec.policy, decision.state, obs, facts, now)
     new = old.model_copy(
         update={
-            **policy_status_update(decision.state),
+            **policy_status_update(decision.state, headroom),
             "observed": observed_metrics(obs, rfc3339(now)),
             "verdict": a.verdict.value,
             "verdict_reason": a.reason,
@@ -416,7 +443,7 @@ def plan_evaluation(
 
 _POLICY_KEYS = (
     "mode", "modeSince", "counters", "decisions", "baselineReference", "saturationRequestsPerReplica",
-    "saturationRecordedAt", "specFingerprint",
+    "saturationRecordedAt", "specFingerprint", "headroom", "switchDeferredSince",
     "observed", "verdict", "verdictReason", "verdictMessage",
 )  # fmt: skip
 

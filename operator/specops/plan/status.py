@@ -23,6 +23,8 @@ from specops.api.v1alpha1 import (
     ConditionStatus,
     Counters,
     DecisionRecord,
+    HeadroomStatus,
+    LoadTrendStatus,
     Mode,
     ObservedMetrics,
     PoolsStatus,
@@ -30,13 +32,15 @@ from specops.api.v1alpha1 import (
     ServingMode,
     SpeculativeInference,
     SpeculativeInferenceStatus,
+    StepLineStatus,
     SwitchCostSource,
     SwitchCostStatus,
 )
 from specops.checks.validation import CheckReport
 from specops.plan.rollout import PoolState
 from specops.policy.decide import Observation, PolicyState, Reference, Transition
-from specops.policy.state import Reason
+from specops.policy.headroom import Headroom
+from specops.policy.state import LoadTrend, Overloads, Reason, StepLine
 from specops.render.manifests import Pool, PoolSplit, selector_string
 
 
@@ -288,11 +292,96 @@ def policy_state_from_status(status: SpeculativeInferenceStatus | Mapping[str, A
         saturation_at=epoch(status.saturation_recorded_at) if status.saturation_recorded_at else None,
         spec_fingerprint=status.spec_fingerprint,
         history=history,
+        **_headroom_state(status.headroom),
+        deferred_since=epoch(status.switch_deferred_since) if status.switch_deferred_since else None,
     )
 
 
-def policy_status_update(state: PolicyState) -> dict[str, Any]:
-    """The status fields (model field names, typed values) that hold the policy's state."""
+def _headroom_state(h: HeadroomStatus | None) -> dict[str, Any]:
+    if h is None:
+        return {}
+    load = (
+        LoadTrend(h.load.requests_per_replica, h.load.slope_per_minute / 60.0, epoch(h.load.recorded_at))
+        if h.load is not None
+        else None
+    )
+    overloads = Overloads(
+        epoch(h.overload_since) if h.overload_since else None, h.typical_overload_seconds, h.overloads_seen
+    )
+    return {
+        "load": load,
+        "speculative_steps": _line(h.speculative_steps),
+        "baseline_steps": _line(h.baseline_steps),
+        "overloads": overloads,
+    }
+
+
+def _line(s: StepLineStatus | None) -> StepLine | None:
+    if s is None:
+        return None
+    return StepLine(
+        s.weight,
+        s.mean_load,
+        s.mean_step_rate,
+        s.load_variance,
+        s.covariance,
+        epoch(s.updated_at),
+        s.mean_acceptance,
+        s.step_rate_variance,
+    )
+
+
+def _line_status(line: StepLine | None) -> StepLineStatus | None:
+    if line is None:
+        return None
+    return StepLineStatus(
+        weight=round(line.weight, 3),
+        mean_load=round(line.mean_x, 5),
+        mean_step_rate=round(line.mean_y, 4),
+        load_variance=round(line.var_x, 7),
+        step_rate_variance=round(line.var_y, 5),
+        covariance=round(line.cov_xy, 6),
+        mean_acceptance=_r(line.mean_acceptance),
+        updated_at=rfc3339(line.at),
+    )
+
+
+def headroom_status(state: PolicyState, headroom: Headroom | None = None) -> HeadroomStatus | None:
+    """``status.headroom``: the load trend and the step lines the policy reads back, and the
+    crossover and capacities derived from them (``headroom``: for people, never read back)."""
+    o = state.overloads
+    if (
+        state.load is None
+        and state.speculative_steps is None
+        and state.baseline_steps is None
+        and o == Overloads()
+    ):
+        return None
+    load = None
+    if state.load is not None:
+        load = LoadTrendStatus(
+            requests_per_replica=round(state.load.rate, 4),
+            slope_per_minute=round(60.0 * state.load.slope, 4),
+            recorded_at=rfc3339(state.load.at),
+        )
+    h = headroom or Headroom()
+    return HeadroomStatus(
+        load=load,
+        speculative_steps=_line_status(state.speculative_steps),
+        baseline_steps=_line_status(state.baseline_steps),
+        crossover_requests_per_replica=_r(h.crossover, 3),
+        speculative_capacity_requests_per_replica=_r(h.speculative_capacity, 3),
+        baseline_capacity_requests_per_replica=_r(h.baseline_capacity, 3),
+        source=h.source if headroom is not None else None,
+        overload_since=rfc3339(o.since) if o.since is not None else None,
+        typical_overload_seconds=None if o.typical_seconds is None else round(o.typical_seconds, 1),
+        overloads_seen=o.seen,
+    )
+
+
+def policy_status_update(state: PolicyState, headroom: Headroom | None = None) -> dict[str, Any]:
+    """The status fields (model field names, typed values) that hold the policy's state
+    (``headroom``: the figures derived from it, shown in ``status.headroom``)."""
     reference = None
     if state.reference is not None:
         r = state.reference
@@ -327,6 +416,8 @@ def policy_status_update(state: PolicyState) -> dict[str, Any]:
         ),
         "saturation_recorded_at": rfc3339(state.saturation_at) if state.saturation_at else None,
         "spec_fingerprint": state.spec_fingerprint,
+        "headroom": headroom_status(state, headroom),
+        "switch_deferred_since": rfc3339(state.deferred_since) if state.deferred_since else None,
     }
 
 
@@ -373,10 +464,14 @@ def observed_fields(obs: Observation, window_end: str) -> dict[str, Any]:
 
 
 # Status fields that carry the policy's state: any change is written at once.
-STATE_FIELDS = ("mode", "mode_since", "counters", "decisions", "verdict", "verdict_reason")
+STATE_FIELDS = (
+    "mode", "mode_since", "counters", "decisions", "verdict", "verdict_reason", "switch_deferred_since",
+)  # fmt: skip
 # Figures that move with every scrape: written when one moved meaningfully or they aged, and then
 # only when the operator's figure-write budget allows (``may_write``).
-FIGURE_FIELDS = ("observed", "verdict_message", "baseline_reference")
+# ``headroom`` is read back by the policy: a deferred write only makes its next trend difference
+# span a longer time, and its step lines miss a window.
+FIGURE_FIELDS = ("observed", "verdict_message", "baseline_reference", "headroom")
 # A figure moved meaningfully when it changed by more than this fraction of its old value...
 FIGURE_RELATIVE_CHANGE = 0.10
 # ... and by more than its floor (smaller moves are scrape noise, whatever their relative size:

@@ -36,7 +36,7 @@ restart of the operator.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from specops.api.v1alpha1 import (
     MIN_SCRAPES_PER_WINDOW,
@@ -46,25 +46,39 @@ from specops.api.v1alpha1 import (
     ServingMode,
     pinned_mode,
 )
+from specops.policy.headroom import (
+    Headroom,
+    current_load,
+    observe_pools,
+    service_rate,
+    update_trend,
+    with_saturation,
+)
 from specops.policy.rules import (
+    DIP_UTILISATION,
     REFERENCE_LOAD_TOLERANCE,
     assess,
+    dip_room,
     fresh,
     has_traffic,
     queued_per_replica,
     settling,
     usable_reference,
+    window_headroom,
 )
 from specops.policy.state import (
     HISTORY_LIMIT,
     Assessment,
+    Deferral,
     MetricsCondition,
     Observation,
+    Overloads,
     PolicyDecision,
     PolicyState,
     PoolMetrics,
     Reason,
     Reference,
+    ServiceFacts,
     Transition,
     Verdict,
     finite,
@@ -75,6 +89,11 @@ from specops.policy.state import (
 # After speculation saturated at some load per replica, probes wait until the load is below this
 # share of it: a probe at that load would saturate its replica again and cost a pod restart twice.
 PROBE_LOAD_MARGIN = 0.8
+# The reasons that say the load, not the workload, makes speculation lose: their episodes are timed
+# (``Overloads``), and a fallback for them waits for the load's trend to say it pays.
+LOAD_REASONS = frozenset({Reason.HEADROOM_CLOSING, Reason.LOAD_SATURATION, Reason.PREDICTED_SLOWDOWN})
+# Weight of the newest overload episode in the running mean of their durations.
+OVERLOAD_SMOOTHING = 0.5
 # Each probe lost in a row doubles the next cooldown, up to this many times (x8).
 PROBE_BACKOFF_DOUBLINGS = 3
 # The saturation load is recorded only from a window with at least this many completed requests
@@ -114,33 +133,124 @@ __all__ = [
     "usable_reference",
 ]
 
-Step = Callable[
-    [PolicySpec, PolicyState, Assessment, Observation, float], tuple[PolicyState, Transition | None]
-]
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    """What a mode's step reads: the policy, the window, when, and the service's facts."""
+
+    policy: PolicySpec
+    obs: Observation
+    now: float
+    facts: ServiceFacts | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A mode's step: the next state, the switch (if any), and a switch held back (if any)."""
+
+    state: PolicyState
+    transition: Transition | None = None
+    held: Deferral | None = None
+
+
+Step = Callable[[Ctx, PolicyState, Assessment], Outcome]
 
 
 def decide(
-    policy: PolicySpec, state: PolicyState, obs: Observation, now: float, fingerprint: str | None = None
+    policy: PolicySpec,
+    state: PolicyState,
+    obs: Observation,
+    now: float,
+    fingerprint: str | None = None,
+    facts: ServiceFacts | None = None,
 ) -> PolicyDecision:
     """The next policy state.  Pure: the same inputs give the same decision, before or after a
     restart of the operator.  ``fingerprint`` is ``policy_fingerprint(spec)`` of the spec now: when
-    it differs from the one the state was recorded under, the recorded evidence is dropped first."""
+    it differs from the one the state was recorded under, the recorded evidence is dropped first.
+    ``facts`` (``headroom.service_facts``): the replicas, the rollout and the switch cost; without
+    them the leading-indicator rules and the switch gate are off."""
     state = _under_spec(state, fingerprint)
-    assessment = assess(policy, state, obs, now)
+    hold = settling(policy, state, now)
+    state = _observe(policy, state, obs, now, facts, settled=_pools_settled(policy, state, now, facts))
+    assessment = assess(policy, state, obs, now, facts)
     metrics = metrics_condition(assessment)
     pin = pinned_mode(policy.mode)
     if pin is not None:
-        return _pinned(pin, state, assessment, metrics, now)
+        return _pinned(pin, replace(state, deferred_since=None), assessment, metrics, now)
     if assessment.verdict is Verdict.ERROR:
         return _on_error(policy, state, assessment, metrics, now)
     state = replace(state, errors=0)
-    hold = settling(policy, state, now)
     if hold is not None:
         return PolicyDecision(state, hold, None, metrics)
     if state.mode in (ServingMode.BASELINE, ServingMode.PROBING):
         state = _record_reference(state, obs.baseline, policy, now)
-    state, transition = STEPS[state.mode](policy, state, assessment, obs, now)
-    return PolicyDecision(state, assessment, transition, metrics)
+    state = _time_overloads(state, assessment, now)
+    out = STEPS[state.mode](Ctx(policy, obs, now, facts), state, assessment)
+    if out.transition is not None and out.state.overloads.since is not None:
+        # The episode ends with the switch, not by itself: it says nothing of how long they last.
+        out = replace(out, state=replace(out.state, overloads=replace(out.state.overloads, since=None)))
+    return _held_back(out, assessment, metrics, now)
+
+
+def _time_overloads(state: PolicyState, assessment: Assessment, now: float) -> PolicyState:
+    """Start timing an episode of load-driven breaches, or record one that ended by itself."""
+    o = state.overloads
+    if state.mode != ServingMode.SPECULATIVE or assessment.verdict is Verdict.NO_DATA:
+        return state
+    if assessment.reason in LOAD_REASONS:
+        return state if o.since is not None else replace(state, overloads=replace(o, since=now))
+    if o.since is None:
+        return state
+    lasted = now - o.since
+    typical = (
+        lasted
+        if o.typical_seconds is None
+        else o.typical_seconds + OVERLOAD_SMOOTHING * (lasted - o.typical_seconds)
+    )
+    return replace(state, overloads=Overloads(None, typical, o.seen + 1))
+
+
+def _observe(
+    policy: PolicySpec,
+    state: PolicyState,
+    obs: Observation,
+    now: float,
+    facts: ServiceFacts | None,
+    settled: bool,
+) -> PolicyState:
+    """The window's load into the trend, and (once a switch has settled) each serving pool's
+    figures into its step line."""
+    if obs.error is not None:
+        return state
+    rate = service_rate(obs.speculative, obs.baseline, facts)
+    if rate is not None:
+        state = replace(state, load=update_trend(state.load, rate, now, policy))
+    if settled:
+        spec_line, base_line = observe_pools(
+            (state.speculative_steps, state.baseline_steps), obs.speculative, obs.baseline, facts, now, policy
+        )
+        state = replace(state, speculative_steps=spec_line, baseline_steps=base_line)
+    return state
+
+
+def _pools_settled(policy: PolicySpec, state: PolicyState, now: float, facts: ServiceFacts | None) -> bool:
+    """Whether the last switch's rollout has ended and a whole window has passed since: only such
+    windows go into the step lines (a pool whose pods come and go within the window shows a rate and
+    a running count that do not belong together)."""
+    rollout = facts.switch_seconds(facts.replicas) if facts is not None else 0.0
+    return now - state.mode_since >= policy.window_seconds + rollout + policy.interval_seconds
+
+
+def _held_back(out: Outcome, assessment: Assessment, metrics: MetricsCondition, now: float) -> PolicyDecision:
+    """A switch held back is said in the verdict's message every window, and as a Deferral on the
+    first window of the episode (one Event); a window that holds nothing back ends the episode."""
+    state = out.state
+    if out.held is None:
+        return PolicyDecision(replace(state, deferred_since=None), assessment, out.transition, metrics)
+    first = state.deferred_since is None
+    state = replace(state, deferred_since=now if first else state.deferred_since)
+    told = replace(assessment, message=f"{assessment.message}; {out.held.message}")
+    return PolicyDecision(state, told, None, metrics, out.held if first else None)
 
 
 def _under_spec(state: PolicyState, fingerprint: str | None) -> PolicyState:
@@ -237,20 +347,55 @@ def _on_error(
 # ------------------------------------------------------------------------------ the mode's step
 
 
-def _in_baseline(
-    policy: PolicySpec, state: PolicyState, assessment: Assessment, obs: Observation, now: float
-) -> tuple[PolicyState, Transition | None]:
+def _in_baseline(c: Ctx, state: PolicyState, assessment: Assessment) -> Outcome:
     """Start a probe when the cooldown is over and the baseline has room for one."""
-    if assessment.verdict is not Verdict.HEALTHY or not _may_probe(policy, state, obs.baseline, now):
-        return state, None
-    return _switch(
-        state,
-        ServingMode.PROBING,
-        Reason.PROBE_STARTED,
-        f"cooldown {_cooldown_words(policy, state)} over with traffic: {policy.probe.replicas} "
-        "replica(s) speculate beside the baseline",
-        now,
-        lost_probes=state.lost_probes,
+    policy, now = c.policy, c.now
+    if assessment.verdict is not Verdict.HEALTHY or not _may_probe(policy, state, c.obs.baseline, now):
+        # A probe held back stays held (one Event) until it starts or the mode changes.
+        return Outcome(state, held=_still_held(state, assessment, now))
+    held = _probe_held(c, state)
+    if held is not None:
+        return Outcome(state, held=held)
+    return Outcome(
+        *_switch(
+            state,
+            ServingMode.PROBING,
+            Reason.PROBE_STARTED,
+            f"cooldown {_cooldown_words(policy, state)} over with traffic: {policy.probe.replicas} "
+            "replica(s) speculate beside the baseline",
+            now,
+            lost_probes=state.lost_probes,
+        )
+    )
+
+
+def _probe_held(c: Ctx, state: PolicyState) -> Deferral | None:
+    """Why a probe that may start by the rules above should not start yet, by the headroom: the
+    load is, or is heading within the probe's duration, past ``PROBE_LOAD_MARGIN`` of the crossover
+    (the probe would lose and cost two switches); or, with no surge pod, the other baseline
+    replicas could not carry the moved replica's load meanwhile."""
+    trend, f = state.load, c.facts
+    if trend is None or f is None:
+        return None
+    # While no replica speculates the acceptance is not observed; a probe wins only at the
+    # break-even acceptance or better, so the load is judged at that (or the usual, if higher).
+    usual = state.speculative_steps.mean_acceptance if state.speculative_steps is not None else None
+    acceptance = max(c.policy.break_even_acceptance_rate, usual or 0.0)
+    h = window_headroom(c.policy, state, c.obs, f, c.now, acceptance)
+    load = current_load(trend, c.policy)
+    ahead = load + max(0.0, trend.slope) * (c.policy.probe.duration_seconds + f.switch_seconds_per_replica)
+    why = None
+    if h.crossover is not None and ahead >= PROBE_LOAD_MARGIN * h.crossover:
+        why = (
+            f"the load ({load:.3g} req/s per replica, {ahead:.3g} within the probe) is near or past "
+            f"{h.crossover:.3g}, where the baseline is expected to win ({h.source})"
+        )
+    elif (room := _carry_room(f, h, base_only=True)) is not None and _dip_load(c, state, f) > room:
+        why = _dip_words(f, _dip_load(c, state, f), room)
+    if why is None:
+        return None
+    return Deferral(
+        c.now, ServingMode.BASELINE, ServingMode.PROBING, Reason.PROBE_STARTED, f"probe held back: {why}"
     )
 
 
@@ -277,14 +422,12 @@ def _may_probe(policy: PolicySpec, state: PolicyState, base: PoolMetrics | None,
     return not busy and not thin
 
 
-def _in_probing(
-    policy: PolicySpec, state: PolicyState, assessment: Assessment, obs: Observation, now: float
-) -> tuple[PolicyState, Transition | None]:
+def _in_probing(c: Ctx, state: PolicyState, assessment: Assessment) -> Outcome:
     """Count wins and losses; enough of either ends the probe, and so does its deadline."""
-    state, transition = _count_probe_window(policy, state, assessment, obs, now)
+    state, transition = _count_probe_window(c.policy, state, assessment, c.obs, c.now)
     if transition is None:
-        return _probe_deadline(policy, state, now)
-    return state, transition
+        return Outcome(*_probe_deadline(c.policy, state, c.now))
+    return Outcome(state, transition)
 
 
 def _count_probe_window(
@@ -352,17 +495,20 @@ def _probe_deadline(
     )
 
 
-def _in_speculative(
-    policy: PolicySpec, state: PolicyState, assessment: Assessment, obs: Observation, now: float
-) -> tuple[PolicyState, Transition | None]:
-    """Count breaches in a row; enough fall back to Baseline."""
+def _in_speculative(c: Ctx, state: PolicyState, assessment: Assessment) -> Outcome:
+    """Count breaches in a row; enough fall back to Baseline, unless the switch would overload the
+    service (then it is held back, the count kept, until the load lets it through)."""
+    policy, obs, now = c.policy, c.obs, c.now
     if assessment.verdict is Verdict.NO_DATA:
-        return state, None
+        return Outcome(state, held=_still_held(state, assessment, now))
     if assessment.verdict is not Verdict.BREACH:
-        return replace(state, breaches=0), None
+        return Outcome(replace(state, breaches=0))
     state = replace(state, breaches=state.breaches + 1, recoveries=0)
     if state.breaches < policy.consecutive_breaches:
-        return state, None
+        return Outcome(state)
+    held = _not_paying(c, state, assessment) or _fallback_held(c, state, assessment)
+    if held is not None:
+        return Outcome(state, held=held)
     state, transition = _switch(
         state,
         ServingMode.BASELINE,
@@ -371,7 +517,107 @@ def _in_speculative(
         now,
         lost_probes=0,
     )
-    return _record_saturation(state, obs.speculative, policy, now), transition
+    return Outcome(_record_saturation(state, obs.speculative, policy, now), transition)
+
+
+def _still_held(state: PolicyState, assessment: Assessment, now: float) -> Deferral | None:
+    """A window without data neither ends a deferral nor starts one."""
+    if state.deferred_since is None:
+        return None
+    return Deferral(now, state.mode, state.mode, Reason.SWITCH_DEFERRED, "a switch is still held back")
+
+
+def _not_paying(c: Ctx, state: PolicyState, assessment: Assessment) -> Deferral | None:
+    """A load-driven fallback that would not pay: the load is falling and will be back under the
+    line it crossed before the fallback has even ended, or load-driven breaches here have so far
+    lasted less than a fallback takes (bursts) and this one has not outlasted them."""
+    f, trend = c.facts, state.load
+    if f is None or trend is None or assessment.reason not in LOAD_REASONS:
+        return None
+    fallback = f.switch_seconds(f.replicas)
+    load = current_load(trend, c.policy)
+    why = None
+    if trend.slope < 0:
+        line = _crossed(c, state, assessment)
+        end = load + trend.slope * fallback
+        if line is not None and end < line:
+            why = (
+                f"the load is falling ({60 * trend.slope:.2g} req/s per replica per minute) and will be "
+                f"under {line:.3g} in about {(load - line) / -trend.slope:.0f} s, before a fallback "
+                f"({fallback:.0f} s) would have ended"
+            )
+    o = state.overloads
+    if why is None and o.typical_seconds is not None and o.typical_seconds < fallback:
+        lasted = c.now - o.since if o.since is not None else 0.0
+        if lasted < 2 * o.typical_seconds:
+            why = (
+                f"load-driven breaches here have lasted about {o.typical_seconds:.0f} s ({o.seen} "
+                f"seen), less than a fallback takes ({fallback:.0f} s), and this one has lasted "
+                f"{lasted:.0f} s"
+            )
+    if why is None:
+        return None
+    return Deferral(
+        c.now, ServingMode.SPECULATIVE, ServingMode.BASELINE, assessment.reason, f"riding it out: {why}"
+    )
+
+
+def _crossed(c: Ctx, state: PolicyState, assessment: Assessment) -> float | None:
+    """The load per replica the breach is about: the crossover, or the load the pool now serves
+    while it queues (its capacity)."""
+    if assessment.reason is Reason.LOAD_SATURATION:
+        spec = c.obs.speculative
+        return spec.rate_per_replica if spec is not None and finite(spec.rate_per_replica) else None
+    return window_headroom(c.policy, state, c.obs, c.facts, c.now).crossover
+
+
+def _fallback_held(c: Ctx, state: PolicyState, assessment: Assessment) -> Deferral | None:
+    """With no surge pod, a fallback moves the replicas one at a time, each out of service while it
+    drains and starts: held back while the others could not carry its load (as the window's pools
+    show: a speculative pool that queues serves no more than it does now)."""
+    f = c.facts
+    if f is None or not f.dip or state.load is None:
+        return None
+    h = window_headroom(c.policy, state, c.obs, f, c.now)
+    spec = c.obs.speculative
+    if spec is not None and queued_per_replica(c.policy, spec) is not None and finite(spec.rate_per_replica):
+        h = with_saturation(h, spec.rate_per_replica)
+    room = _carry_room(f, h, base_only=False)
+    load = _dip_load(c, state, f)
+    if room is None or load <= room:
+        return None
+    return Deferral(
+        c.now,
+        ServingMode.SPECULATIVE,
+        ServingMode.BASELINE,
+        assessment.reason,
+        f"fallback held back: {_dip_words(f, load, room)}",
+    )
+
+
+def _carry_room(f: ServiceFacts, h: Headroom, base_only: bool) -> float | None:
+    """Load per replica of the service the replicas left can carry while one is moved."""
+    if base_only:
+        cap = h.baseline_capacity
+        return None if not f.dip or cap is None else DIP_UTILISATION * (f.replicas - 1) / f.replicas * cap
+    return dip_room(f, h)
+
+
+def _dip_load(c: Ctx, state: PolicyState, f: ServiceFacts) -> float:
+    """The load per replica at the end of one moved replica's absence, on the current trend."""
+    assert state.load is not None
+    rise = max(0.0, state.load.slope) * f.switch_seconds_per_replica
+    return current_load(state.load, c.policy) + rise
+
+
+def _dip_words(f: ServiceFacts, load: float, room: float) -> str:
+    kind = "measured" if f.switch_cost_measured else "estimated"
+    return (
+        f"with no surge pod, a moved replica is out of service for about "
+        f"{f.switch_seconds_per_replica:.0f} s ({kind}), and the other {f.replicas - 1} would carry "
+        f"{load * f.replicas:.3g} req/s, more than {room * f.replicas:.3g} ({DIP_UTILISATION:.0%} of "
+        "what they can serve): the switch would overload the service; riding it out"
+    )
 
 
 STEPS: dict[ServingMode, Step] = {

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from specops.api.v1alpha1 import MIN_SCRAPES_PER_WINDOW, PolicySpec, ServingMode
+from specops.policy.headroom import Headroom, current_load, estimate_headroom, with_saturation
 from specops.policy.state import (
     Assessment,
     Observation,
@@ -41,12 +42,19 @@ from specops.policy.state import (
     PoolMetrics,
     Reason,
     Reference,
+    ServiceFacts,
     Verdict,
     finite,
 )
 
 # A recorded reference counts only at a load per replica within this factor of its own.
 REFERENCE_LOAD_TOLERANCE = 1.5
+# A moved replica's load is carried by the others: absorbable while they run at no more than this
+# share of what they can serve (TPOT grows as 1 / (1 - share): at 0.8, five times the idle TPOT).
+DIP_UTILISATION = 0.8
+# HeadroomClosing projects a rise this many rate windows beyond the time the fallback takes and
+# the breaches that decide it (further ahead, a trend is a guess).
+LOOKAHEAD_WINDOWS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,12 @@ class Window:
     state: PolicyState
     obs: Observation
     now: float
+    facts: ServiceFacts | None = None
+
+    @property
+    def headroom(self) -> Headroom:
+        """The crossover and the capacities at this window's acceptance (policy/headroom.py)."""
+        return window_headroom(self.policy, self.state, self.obs, self.facts, self.now)
 
     @property
     def spec(self) -> PoolMetrics | None:
@@ -146,6 +160,27 @@ def latency_reference(w: Window) -> Comparison | None:
     return Comparison(ref.tpot_p50, ref.tpot_p99, "the recorded baseline") if ref is not None else None
 
 
+def window_headroom(
+    policy: PolicySpec,
+    state: PolicyState,
+    obs: Observation,
+    facts: ServiceFacts | None,
+    now: float,
+    acceptance: float | None = None,
+) -> Headroom:
+    """The headroom at ``acceptance``, else the speculative pool's in this window, else the one its
+    step line was learned at; a fresh recorded saturation load caps the speculative replica's
+    capacity."""
+    spec = obs.speculative
+    if acceptance is None and spec is not None and finite(spec.acceptance):
+        acceptance = spec.acceptance
+    overlap = policy.window_seconds / policy.interval_seconds
+    h = estimate_headroom(state.speculative_steps, state.baseline_steps, facts, acceptance, overlap)
+    if state.saturation_rate is not None and fresh(state.saturation_at, policy, now):
+        h = with_saturation(h, state.saturation_rate)
+    return h
+
+
 # ---------------------------------------------------------------------------------- hold rules
 
 
@@ -232,6 +267,56 @@ def acceptance_below_threshold(w: Window) -> Assessment | None:
     )
 
 
+def headroom_closing(w: Window) -> Assessment | None:
+    """The load rises towards the crossover (where the baseline is expected to win), and the
+    fallback must start now to end before it gets there; with no surge pod, also while the other
+    replicas can still carry a moved replica's load (later, the switch itself would overload)."""
+    f, trend = w.facts, w.state.load
+    if f is None or trend is None or trend.slope <= 0:
+        return None
+    h = w.headroom
+    if h.crossover is None:
+        return None
+    load = current_load(trend, w.policy)
+    if load >= h.crossover:
+        return None  # past it: predicted_slowdown's case
+    fallback = f.switch_seconds(f.replicas)
+    notice = w.policy.consecutive_breaches * w.policy.interval_seconds
+    to_cross = (h.crossover - load) / trend.slope
+    if to_cross > fallback + notice + LOOKAHEAD_WINDOWS * w.policy.window_seconds:
+        return None
+    start_within = to_cross - fallback - notice
+    why = f"end before it gets there ({fallback:.0f} s to move {f.replicas} replica(s))"
+    room = dip_room(f, h)
+    if room is not None:
+        to_dip = (room - load) / trend.slope - f.switch_seconds_per_replica - notice
+        if to_dip < start_within:
+            start_within = to_dip
+            why = (
+                f"leave the other replicas able to carry a moved replica's load (up to {room:.3g} "
+                f"req/s per replica, {DIP_UTILISATION:.0%} of what they serve)"
+            )
+    # Evaluations are an interval apart: the last one before the deadline is the one to act on.
+    if start_within > w.policy.interval_seconds:
+        return None
+    return Assessment(
+        Verdict.BREACH,
+        Reason.HEADROOM_CLOSING,
+        f"load {load:.3g} req/s per replica, rising {60 * trend.slope:.2g}/min: it reaches "
+        f"{h.crossover:.3g}, where the baseline is expected to win, in about {to_cross:.0f} s; "
+        f"the fallback must start now to {why}; crossover {h.source}",
+    )
+
+
+def dip_room(f: ServiceFacts, h: Headroom) -> float | None:
+    """Load per replica of the whole service the others can carry while one replica is moved
+    (None: no dip, or the capacities are not known)."""
+    caps = [c for c in (h.speculative_capacity, h.baseline_capacity) if c is not None and c > 0]
+    if not f.dip or not caps:
+        return None
+    return DIP_UTILISATION * (f.replicas - 1) / f.replicas * min(caps)
+
+
 def load_saturation(w: Window) -> Assessment | None:
     queued = queued_per_replica(w.policy, w.spec) if w.spec is not None else None
     if queued is None:
@@ -259,6 +344,29 @@ def tail_latency_regression(w: Window) -> Assessment | None:
         Reason.TAIL_LATENCY_REGRESSION,
         f"P99 TPOT {fmt(spec.tpot_p99, ' s')} is {excess:.0%} above {ref.where} "
         f"({fmt(ref.tpot_p99, ' s')}); limit {w.policy.max_p99_tpot_regression:.0%}",
+    )
+
+
+def predicted_slowdown(w: Window) -> Assessment | None:
+    """No baseline serves beside the speculative pool, none was recorded at a comparable load, and
+    the load is past the crossover the pools' step lines give at this acceptance: by the lines, the
+    baseline would serve this load with the lower TPOT (measured evidence, when there is some,
+    judges instead: the rules before this one)."""
+    trend = w.state.load
+    if trend is None or latency_reference(w) is not None:
+        return None
+    h = w.headroom
+    if h.crossover is None:
+        return None
+    load = current_load(trend, w.policy)
+    if load < h.crossover:
+        return None
+    return Assessment(
+        Verdict.BREACH,
+        Reason.PREDICTED_SLOWDOWN,
+        f"load {load:.3g} req/s per replica is past {h.crossover:.3g}, where the baseline is "
+        f"expected to serve with the lower P99 TPOT at acceptance {w.acceptance:.2f} (crossover "
+        f"{h.source})",
     )
 
 
@@ -419,9 +527,11 @@ RULES: Mapping[ServingMode, tuple[Rule, ...]] = {
     ServingMode.SPECULATIVE: (
         *HOLD_RULES,
         acceptance_below_threshold,
+        headroom_closing,
         load_saturation,
         tail_latency_regression,
         tail_gap_widening,
+        predicted_slowdown,
         healthy,
     ),
     ServingMode.BASELINE: (*HOLD_RULES, baseline_serving),
@@ -438,9 +548,11 @@ RULES: Mapping[ServingMode, tuple[Rule, ...]] = {
 }
 
 
-def assess(policy: PolicySpec, state: PolicyState, obs: Observation, now: float) -> Assessment:
+def assess(
+    policy: PolicySpec, state: PolicyState, obs: Observation, now: float, facts: ServiceFacts | None = None
+) -> Assessment:
     """This window's verdict for the current mode: the first rule of the mode's tuple that applies."""
-    window = Window(policy, state, obs, now)
+    window = Window(policy, state, obs, now, facts)
     for rule in RULES[state.mode]:
         found = rule(window)
         if found is not None:

@@ -42,6 +42,9 @@ class Reason(StrEnum):
     LOAD_SATURATION = "LoadSaturation"
     TAIL_LATENCY_REGRESSION = "TailLatencyRegression"
     TAIL_GAP_WIDENING = "TailGapWidening"
+    # Leading indicators: a fallback before the damage (also reasons of a fallback)
+    HEADROOM_CLOSING = "HeadroomClosing"
+    PREDICTED_SLOWDOWN = "PredictedSlowdown"
     PROBE_LOST = "ProbeLost"
     # A probe that reached its deadline without a verdict either way (transitions only)
     PROBE_INCONCLUSIVE = "ProbeInconclusive"
@@ -57,6 +60,8 @@ class Reason(StrEnum):
     # Transitions only
     MANUAL_OVERRIDE = "ManualOverride"
     PROBE_STARTED = "ProbeStarted"
+    # A switch the policy would make but holds back (an Event, not a transition)
+    SWITCH_DEFERRED = "SwitchDeferred"
     # The MetricsAvailable condition only
     EVALUATED = "Evaluated"
     PROMETHEUS_ERROR = "PrometheusError"
@@ -119,6 +124,68 @@ class Reference:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadTrend:
+    """The service's load per replica over the last window, and its smoothed rate of change."""
+
+    rate: float  # requests/s per replica of spec.replicas, every serving pod counted
+    slope: float  # requests/s per replica, per second
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Overloads:
+    """Episodes of load-driven breaches while speculating (``HeadroomClosing``, ``LoadSaturation``,
+    ``PredictedSlowdown`` in a row): when the current one began, and how long past ones lasted (a
+    running mean, weight 1/2 on the newest), so that a regime shorter than a switch is ridden out."""
+
+    since: float | None = None
+    typical_seconds: float | None = None
+    seen: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StepLine:
+    """One pool's decode step rate ``y`` (1 / step time) against its load ``x``, as a running
+    exponentially weighted least-squares fit: the weight of the windows in it, the means, the
+    variances and the covariance (``policy/headroom.py`` updates and reads it)."""
+
+    weight: float
+    mean_x: float
+    mean_y: float
+    var_x: float
+    cov_xy: float
+    at: float
+    mean_acceptance: float | None = None
+    var_y: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceFacts:
+    """What the policy knows of the service beyond one window: how many replicas a switch moves,
+    whether a moved replica is out of service meanwhile (no surge pod stands in), what moving one
+    costs, and the step-cost model's ratios for the pair (``policy/headroom.py``)."""
+
+    replicas: int
+    surge: bool
+    switch_seconds_per_replica: float
+    switch_cost_measured: bool = False
+    num_speculative_tokens: int = 1
+    # A speculative step's time over a plain one's: at batch 1, and per extra running sequence at
+    # large batch (None: the model's shapes are unknown).
+    zero_load_step_ratio: float | None = None
+    per_sequence_step_ratio: float | None = None
+
+    @property
+    def dip(self) -> bool:
+        """A moved replica serves nothing while it drains and starts."""
+        return not self.surge and self.replicas > 1
+
+    def switch_seconds(self, replicas_moved: int) -> float:
+        """How long moving ``replicas_moved`` replicas takes (one at a time)."""
+        return max(1, replicas_moved) * self.switch_seconds_per_replica
+
+
+@dataclass(frozen=True, slots=True)
 class Assessment:
     """One window's verdict, the rule that gave it, and the evidence in words."""
 
@@ -161,6 +228,13 @@ class PolicyState:
     saturation_at: float | None = None
     # policy_fingerprint() of the spec the evidence above was recorded under (None: not known).
     spec_fingerprint: str | None = None
+    # The load and its trend, and each pool's step rate against its load (policy/headroom.py).
+    load: LoadTrend | None = None
+    speculative_steps: StepLine | None = None
+    baseline_steps: StepLine | None = None
+    # Since when a switch the policy would make is held back (None: none is).
+    deferred_since: float | None = None
+    overloads: Overloads = field(default_factory=Overloads)
 
     def __post_init__(self) -> None:
         # A mode read back from status is a plain string; keep the enum member.
@@ -186,8 +260,9 @@ def policy_fingerprint(spec: SpeculativeInferenceSpec) -> str:
 
 def reset_for_new_spec(state: PolicyState, fingerprint: str) -> PolicyState:
     """The state once the spec changed what the evidence measured (another draft, k, vLLM version,
-    target or GPU): the baseline reference, the saturation load, the lost-probe backoff and the
-    counts go; the mode, its start and the history of decisions stay."""
+    target or GPU): the baseline reference, the saturation load, the pools' step lines, the
+    lost-probe backoff and the counts go; the mode, its start, the load trend and the history of
+    decisions stay."""
     return replace(
         state,
         breaches=0,
@@ -197,6 +272,9 @@ def reset_for_new_spec(state: PolicyState, fingerprint: str) -> PolicyState:
         saturation_at=None,
         lost_probes=0,
         spec_fingerprint=fingerprint,
+        speculative_steps=None,
+        baseline_steps=None,
+        deferred_since=None,
     )
 
 
@@ -217,11 +295,26 @@ class MetricsCondition:
 
 
 @dataclass(frozen=True, slots=True)
+class Deferral:
+    """A switch the policy would have made and did not: from and to which mode, the reason it
+    would have had, and why it was held back (words)."""
+
+    at: float
+    from_mode: ServingMode
+    to_mode: ServingMode
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyDecision:
-    """The outcome of one evaluation: the next state, the window's verdict, the switch (if any)
-    and the MetricsAvailable condition."""
+    """The outcome of one evaluation: the next state, the window's verdict, the switch (if any),
+    the MetricsAvailable condition, and a switch newly held back (``deferred``: set on the first
+    window of a deferral only, for one ``SwitchDeferred`` Event; later windows say it in the
+    verdict message)."""
 
     state: PolicyState
     assessment: Assessment
     transition: Transition | None
     metrics_available: MetricsCondition
+    deferred: Deferral | None = None
