@@ -261,7 +261,8 @@ def test_every_mode_tries_the_hold_rules_first_and_ends_on_a_rule_that_always_ap
     # latency before the model's prediction (which applies only without a measured reference).
     assert RULES[ServingMode.SPECULATIVE][len(rules.HOLD_RULES):] == (
         rules.acceptance_below_threshold, rules.headroom_closing, rules.load_saturation,
-        rules.tail_latency_regression, rules.tail_gap_widening, rules.predicted_slowdown, rules.healthy,
+        rules.tail_latency_regression, rules.tail_gap_widening, rules.acceptance_spread_below_threshold,
+        rules.predicted_slowdown, rules.healthy,
     )  # fmt: skip
     assert RULES[ServingMode.BASELINE][-1] is rules.baseline_serving
     assert RULES[ServingMode.PROBING][-1] is rules.probe_trial

@@ -152,6 +152,17 @@ class TokensPerBatchSizeMode(StrEnum):
     AUTO = "Auto"
 
 
+class DraftSampling(StrEnum):
+    """How the proposer picks its draft tokens (vLLM's ``draft_sample_method``)."""
+
+    GREEDY = "Greedy"
+    PROBABILISTIC = "Probabilistic"
+
+
+# The --speculative-config key and values of DraftSampling (vLLM >= 0.32.0: vllm/dialect.py).
+DRAFT_SAMPLE_METHOD_KEY = "draft_sample_method"
+
+
 class OnMetricsUnavailable(StrEnum):
     HOLD = "Hold"
     BASELINE = "Baseline"
@@ -336,6 +347,16 @@ class SpeculationSpec(_Model):
         default=None,
         description="vLLM's own k-by-batch-size table, rendered only for versions that support it.",
     )
+    draft_sampling: DraftSampling | None = Field(
+        default=None,
+        description=(
+            "How the draft model or head picks its proposals. Unset: vLLM's default, Greedy (the "
+            "argmax, its distribution counted as one-hot by rejection sampling), which lowers "
+            "acceptance at high temperature. Probabilistic samples from the draft's distribution "
+            "and uses it in the acceptance test, at the cost of GPU memory for the draft logits. "
+            "vLLM >= 0.32.0; not for ngram or suffix (a lookup has no distribution)."
+        ),
+    )
     tokens_per_batch_size_mode: TokensPerBatchSizeMode = Field(
         default=TokensPerBatchSizeMode.MANUAL,
         description=(
@@ -355,6 +376,11 @@ class SpeculationSpec(_Model):
             raise ValueError(f"method {self.method.value} takes no draft model; remove speculation.draft")
         if self.method is not Method.NGRAM and self.ngram is not None:
             raise ValueError("speculation.ngram applies only to method ngram")
+        if self.draft_sampling is not None and self.method in {Method.NGRAM, Method.SUFFIX}:
+            raise ValueError(
+                f"speculation.draftSampling applies to a draft model or head; method {self.method.value} "
+                "looks tokens up and has no distribution to sample: remove speculation.draftSampling"
+            )
         if self.tokens_per_batch_size_mode is TokensPerBatchSizeMode.AUTO and self.tokens_per_batch_size:
             raise ValueError(
                 "speculation.tokensPerBatchSizeMode Auto derives the table itself: remove "

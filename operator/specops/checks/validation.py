@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_snake
 from specops.api.findings import Finding, HasFindings, error, warning
 from specops.api.v1alpha1 import (
     API_VERSION,
+    DRAFT_SAMPLE_METHOD_KEY,
     KIND,
     MIN_SCRAPES_FOR_RATE,
     MIN_SCRAPES_PER_WINDOW,
@@ -524,6 +525,18 @@ def check_version(si: SpeculativeInference) -> list[Finding]:
                 field,
                 f"vLLM {vtext} has no k-by-batch-size table (it needs {needs}); {fix} or raise "
                 "spec.vllm.version",
+            )
+        )
+    if spec.speculation.draft_sampling is not None and DRAFT_SAMPLE_METHOD_KEY not in speculative_config_keys(
+        version
+    ):
+        out.append(
+            error(
+                "KeyUnsupportedByVersion",
+                "spec.speculation.draftSampling",
+                f"vLLM {vtext} has no draft sampling choice (it needs "
+                f"{CONFIG_KEY_GATES[DRAFT_SAMPLE_METHOD_KEY].describe()}); remove "
+                "spec.speculation.draftSampling or raise spec.vllm.version",
             )
         )
     draft = spec.speculation.draft

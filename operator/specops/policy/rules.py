@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from specops.api.v1alpha1 import MIN_SCRAPES_PER_WINDOW, PolicySpec, ServingMode
+from specops.policy.acceptance import acceptance_spread
 from specops.policy.headroom import Headroom, current_load, estimate_headroom, with_saturation
 from specops.policy.state import (
     Assessment,
@@ -347,6 +348,28 @@ def tail_latency_regression(w: Window) -> Assessment | None:
     )
 
 
+def acceptance_spread_below_threshold(w: Window) -> Assessment | None:
+    """No measured reference judges the latency, and the per-position counters show a real share of
+    the requests accepting less than ``minAcceptanceRate``, however good the mean: those requests
+    run slower than without speculation and set the P99 (the mixed-temperature workload;
+    ``policy/acceptance.py``)."""
+    spec = w.spec
+    if spec is None or not spec.per_position or latency_reference(w) is not None:
+        return None
+    spread = acceptance_spread(spec.per_position)
+    if spread is None or spread.acceptance >= w.policy.min_acceptance_rate:
+        return None
+    return Assessment(
+        Verdict.BREACH,
+        Reason.ACCEPTANCE_SPREAD,
+        f"acceptance {w.acceptance:.2f} on average, but the per-position counters show about "
+        f"{spread.share:.0%} of requests accepting {spread.acceptance:.2f} of drafts, below "
+        f"{w.policy.min_acceptance_rate:.2f}: those run slower than without speculation and set the "
+        "P99 (a mixed workload; probabilistic draft sampling, spec.speculation.draftSampling, may "
+        "raise their acceptance)",
+    )
+
+
 def predicted_slowdown(w: Window) -> Assessment | None:
     """No baseline serves beside the speculative pool, none was recorded at a comparable load, and
     the load is past the crossover the pools' step lines give at this acceptance: by the lines, the
@@ -531,6 +554,7 @@ RULES: Mapping[ServingMode, tuple[Rule, ...]] = {
         load_saturation,
         tail_latency_regression,
         tail_gap_widening,
+        acceptance_spread_below_threshold,
         predicted_slowdown,
         healthy,
     ),

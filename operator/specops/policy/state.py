@@ -42,8 +42,9 @@ class Reason(StrEnum):
     LOAD_SATURATION = "LoadSaturation"
     TAIL_LATENCY_REGRESSION = "TailLatencyRegression"
     TAIL_GAP_WIDENING = "TailGapWidening"
-    # Leading indicators: a fallback before the damage (also reasons of a fallback)
+    # Leading indicators and evidence without a baseline (also reasons of a fallback)
     HEADROOM_CLOSING = "HeadroomClosing"
+    ACCEPTANCE_SPREAD = "AcceptanceSpread"
     PREDICTED_SLOWDOWN = "PredictedSlowdown"
     PROBE_LOST = "ProbeLost"
     # A probe that reached its deadline without a verdict either way (transitions only)

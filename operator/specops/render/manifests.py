@@ -19,6 +19,7 @@ from typing import Any
 
 from specops.api.v1alpha1 import (
     API_VERSION,
+    DRAFT_SAMPLE_METHOD_KEY,
     KIND,
     DraftQuantization,
     DType,
@@ -199,6 +200,8 @@ def speculative_config(
         ngram = s.ngram
         cfg["prompt_lookup_min"] = ngram.prompt_lookup_min if ngram else 2
         cfg["prompt_lookup_max"] = ngram.prompt_lookup_max if ngram else 5
+    if s.draft_sampling is not None:
+        cfg[DRAFT_SAMPLE_METHOD_KEY] = s.draft_sampling.value.lower()
     rows = speculation_rows(spec, derived)
     if rows:
         cfg[VLLM_TABLE_KEY] = rows

@@ -128,6 +128,9 @@ CONFIG_KEY_GATES: dict[str, Gate] = {
     "prompt_lookup_max": since(V("0.8.3")),
     "disable_by_batch_size": since(V("0.8.3"), V("0.17.0")),
     "num_speculative_tokens_per_batch_size": since(V("0.24.0")),
+    # Greedy or probabilistic drafting (vLLM PR 40651): present in 0.32.0 and absent in 0.15.1;
+    # the first release in between is not verified here, so it is rendered from 0.32.0 only.
+    "draft_sample_method": since(V("0.32.0")),
 }
 
 # Legacy flags, all removed in 0.8.3.
