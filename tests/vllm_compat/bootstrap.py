@@ -42,6 +42,9 @@ DISTRIBUTION_OF: dict[str, str] = {
     "_cffi_backend": "cffi",
     "importlib_metadata": "importlib-metadata",
 }
+# Never installed: GPU toolchains (a module needing one is this machine's limit, which the probe
+# reports, not something to download).
+FORBIDDEN = ("triton", "nvidia-", "cupy", "flashinfer", "xformers", "vllm-flash-attn")
 # Packages whose own dependencies are heavy (torch, triton, CUDA): always installed alone.
 ALONE = {"xgrammar", "outlines", "compressed-tensors", "torchvision", "torchaudio", "ray", "numba"}
 
@@ -131,6 +134,10 @@ def main() -> int:
             if requirement is None or requirement in tried:
                 sys.stderr.write(run.stderr[-4000:])
                 print(f"bootstrap: stuck ({requirement or 'no missing package named'})", file=sys.stderr)
+                return 1
+            if _norm(requirement).startswith(FORBIDDEN):
+                sys.stderr.write(run.stderr[-2000:])
+                print(f"bootstrap: the probe's imports need {requirement}, a GPU package", file=sys.stderr)
                 return 1
             tried.add(requirement)
             install(requirement, pins)
