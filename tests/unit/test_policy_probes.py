@@ -101,6 +101,23 @@ def test_a_probe_whose_last_windows_lose_still_ends_lost_at_its_deadline() -> No
         # A single-replica trial needs the same margin against the recorded reference (30 ms).
         (trial(tpot_p99=0.029), (Verdict.BREACH, Reason.PROBE_LOST)),
         (trial(tpot_p99=0.028), (Verdict.HEALTHY, Reason.PROBE_WON)),
+        # P99s the histogram cannot tell apart (both interpolated in the 10-25 ms bucket), P50
+        # clearly lower: the simulator's cold phase, 15 vs 22 ms true P99s, 9 vs 18 ms P50s.
+        (
+            probing(tpot_p99=0.0245, tpot_p50=0.009, base={"tpot_p99": 0.0249, "tpot_p50": 0.0175}),
+            (Verdict.HEALTHY, Reason.PROBE_WON),
+        ),
+        (trial(tpot_p99=0.0295, tpot_p50=0.01), (Verdict.HEALTHY, Reason.PROBE_WON)),
+        # A tail worse by any amount never wins, whatever the P50 (the mixed workload's signature).
+        (
+            probing(tpot_p99=0.0251, tpot_p50=0.009, base={"tpot_p99": 0.0249, "tpot_p50": 0.0175}),
+            (Verdict.BREACH, Reason.PROBE_LOST),
+        ),
+        # Nor does a P50 only a little lower.
+        (
+            probing(tpot_p99=0.0245, tpot_p50=0.017, base={"tpot_p99": 0.0249, "tpot_p50": 0.0175}),
+            (Verdict.BREACH, Reason.PROBE_LOST),
+        ),
     ],
 )
 def test_a_probe_window_is_won_only_by_the_margin(obs: Observation, expected: tuple[Verdict, Reason]) -> None:

@@ -508,15 +508,43 @@ def wins_by_margin(p99: float, reference_p99: float, policy: PolicySpec) -> bool
     return p99 <= reference_p99 * (1 - policy.probe.min_win_margin)
 
 
+def probe_win(spec: PoolMetrics, p50: float | None, p99: float, policy: PolicySpec) -> str | None:
+    """How the probe's pool beats a baseline's (P50 ``p50``, P99 ``p99``), in words, or None.
+
+    By P99, with the margin.  Or, when the P99s are no further apart than the margin (vLLM's TPOT
+    histogram buckets are 10, 25, 50 ms wide, so ``histogram_quantile`` puts two different tails in
+    the same place), by a P99 no higher and a P50 lower by the margin: the histogram cannot tell
+    the tails apart, the middles it can.  A tail that is worse by any amount never wins."""
+    s99 = spec.tpot_p99
+    assert s99 is not None
+    if wins_by_margin(s99, p99, policy):
+        return f"P99 TPOT {fmt(s99, ' s')} vs {fmt(p99, ' s')}"
+    s50 = spec.tpot_p50
+    if s50 is None or p50 is None or not (finite(s50) and finite(p50)):
+        return None
+    if s99 <= p99 and wins_by_margin(s50, p50, policy):
+        return (
+            f"P99 TPOT {fmt(s99, ' s')} vs {fmt(p99, ' s')} (within the histogram's resolution) "
+            f"and P50 {fmt(s50, ' s')} vs {fmt(p50, ' s')}"
+        )
+    return None
+
+
 def probe_ab_p99(w: Window) -> Assessment | None:
-    """A/B: the probe wins a window when its P99 TPOT beats the baseline pool's by the margin."""
+    """A/B: the probe wins a window when its P99 TPOT beats the baseline pool's by the margin (or
+    ties it within the histogram's resolution with a P50 lower by the margin: ``probe_win``)."""
     if w.ab is None or w.spec is None:
         return None
     spec_p99, base_p99 = w.spec.tpot_p99, w.ab.tpot_p99
     assert spec_p99 is not None and base_p99 is not None  # probe_tpot_missing came first
+    won = probe_win(w.spec, w.ab.tpot_p50, base_p99, w.policy)
+    if won is not None:
+        return Assessment(
+            Verdict.HEALTHY,
+            Reason.PROBE_WON,
+            f"acceptance {w.acceptance:.2f}; {won}, speculative vs baseline",
+        )
     versus = f"P99 TPOT {fmt(spec_p99, ' s')} speculative vs {fmt(base_p99, ' s')} baseline"
-    if wins_by_margin(spec_p99, base_p99, w.policy):
-        return Assessment(Verdict.HEALTHY, Reason.PROBE_WON, f"acceptance {w.acceptance:.2f}; {versus}")
     return Assessment(
         Verdict.BREACH, Reason.PROBE_LOST, f"{versus}: not {w.policy.probe.min_win_margin:.0%} faster"
     )
@@ -524,7 +552,7 @@ def probe_ab_p99(w: Window) -> Assessment | None:
 
 def probe_trial(w: Window) -> Assessment:
     """A timed trial of a single replica (no baseline pool beside it): judged on acceptance (a rule
-    before this one) and the recorded reference's P99 at a comparable load."""
+    before this one) and the recorded reference's latency at a comparable load (``probe_win``)."""
     spec = w.spec
     assert spec is not None
     ref = usable_reference(w.state.reference, spec, w.policy, w.now)
@@ -533,7 +561,7 @@ def probe_trial(w: Window) -> Assessment:
         ref is not None
         and finite(p99)
         and p99 is not None
-        and not wins_by_margin(p99, ref.tpot_p99, w.policy)
+        and probe_win(spec, ref.tpot_p50, ref.tpot_p99, w.policy) is None
     ):
         return Assessment(
             Verdict.BREACH,
