@@ -28,6 +28,12 @@ switch nothing is judged (``Settling``); then the current mode's step:
   ``consecutiveBreaches`` losses (or ``probe.duration`` without enough wins) end the probe.
 * Speculative: count breaches; ``consecutiveBreaches`` in a row fall back to Baseline.
 
+A switch that would overload the service (with no surge pod, the replicas left could not carry a
+moved one's load) or would not pay (a load falling back under the line before the fallback ends,
+bursts shorter than a switch, a probe near the crossover) is held back: the verdict's message says
+why, and the first window of such an episode returns a ``Deferral`` for one ``SwitchDeferred``
+Event.  The facts it needs (replicas, rollout, switch cost, k) come from ``plan_evaluation``.
+
 Hysteresis: the opposite verdict resets a count; no decision is ever taken on one sample.  All
 state lives in the resource's status, so the same inputs give the same decision before or after a
 restart of the operator.

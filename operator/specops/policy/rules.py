@@ -9,15 +9,18 @@ Hold rules come first in every mode: ``MetricsUnavailable`` (Error), ``NoSeries`
 ``WindowTooShortForScrapeInterval`` (rate() empty because the window holds fewer than four scrapes)
 and ``InsufficientTraffic`` (NoData).  Then, per mode:
 
-* Speculative: the breach rules ``AcceptanceBelowThreshold``, ``LoadSaturation``,
-  ``TailLatencyRegression``, ``TailGapWidening``, else ``Healthy``;
+* Speculative: the breach rules ``AcceptanceBelowThreshold``, ``HeadroomClosing`` (the load heads
+  for the crossover and the fallback must start now: ``policy/headroom.py``), ``LoadSaturation``,
+  ``TailLatencyRegression``, ``TailGapWidening``, then, without a usable reference,
+  ``AcceptanceSpread`` (a share of the requests below ``minAcceptanceRate``: ``policy/acceptance.py``)
+  and ``PredictedSlowdown`` (the load past the crossover), else ``Healthy``;
 * Baseline: ``BaselineServing`` (the baseline is judged by nothing; the decision starts probes);
 * Probing: ``ProbeLost`` by queueing, ``ProbeLost`` below the break-even acceptance,
   ``BaselineQueueing`` (NoData: an overloaded baseline says nothing about speculation), no TPOT for
   one of the pools (NoData), fewer than ``probe.minRequests`` completed by a pool compared
   (``InsufficientSample``, NoData), then the A/B P99 comparison (``ProbeWon`` by at least
-  ``probe.minWinMargin``, else ``ProbeLost``), else the single-replica trial against the recorded
-  reference (the same margin).
+  ``probe.minWinMargin``, or P99s within it and the P50 lower by it, else ``ProbeLost``), else the
+  single-replica trial against the recorded reference (the same test).
 
 The latency rules need a reference.  A baseline pool serving the same window is a true A/B
 comparison.  Otherwise the baseline recorded during the last Baseline period or probe counts, at
