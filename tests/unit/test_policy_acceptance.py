@@ -51,6 +51,7 @@ def test_a_mixture_shows_its_lower_share() -> None:
         (0.85, 0.8, 0.75, 0.7, 0.65),  # drafts that degrade with depth: a falling profile
         mixture((0.7, 0.85), (0.3, 0.75)),  # populations too close to tell apart
         mixture((0.95, 0.9), (0.05, 0.3)),  # too small a share to trust
+        (0.6, 0.9, 0.6, 0.9, 0.7),  # rising, but no two populations fit it either (noise)
         (0.8, 0.9),  # too few positions
         (),
     ],

@@ -110,7 +110,8 @@ def test_a_steady_load_gives_no_slope_and_no_figures() -> None:
 
 
 def test_a_slope_the_data_cannot_tell_from_zero_is_none() -> None:
-    spread_but_flat = [(x, 0.24 + 0.02 * ((i * 7) % 5 - 2)) for i, x in enumerate(SPREAD)]
+    # A slope of 0.0003 under noise of 0.02: positive, and meaningless (0.04 standard errors).
+    spread_but_flat = [(x, 0.24 - 0.002 * x + 0.02 * ((i * 7) % 5 - 2)) for i, x in enumerate(SPREAD)]
     assert own_slope(fit(spread_but_flat)) is None
     assert own_slope(fit(on_line(*SPEC_LINE, SPREAD))) is not None
 
