@@ -53,6 +53,11 @@ MIN_SLOPE_T = 4.0
 # How far the step-cost model's ratio of the two pools' slopes may be from a given engine's (in the
 # emulator it is 19% off).
 RATIO_UNCERTAINTY = 0.3
+# A window's weight in the step lines decays with this time constant.  The lines describe the
+# engine's step costs (which change only with the spec: a new spec drops them) and the workload's
+# request length (which drifts slowly); a week keeps yesterday's ramp, so that today's is
+# anticipated from its start (a 6-hour memory, the baseline reference's, would forget it).
+LINE_MEMORY_SECONDS = 7 * 24 * 3600.0
 # The speculative line starts afresh when the acceptance moves this far from the mean of its
 # windows: in the emulator a step's time depends on the acceptance by about 10% at equal batch,
 # which the hyperbola amplifies, and a window straddling the change mixes two regimes.
@@ -231,7 +236,7 @@ def observe_pools(
 ) -> tuple[StepLine | None, StepLine | None]:
     """Each serving pool's window added to its line (a settled window with traffic and a TPOT)."""
     spec_line, base_line = steps
-    memory = policy.reference_max_age_seconds
+    memory = max(LINE_MEMORY_SECONDS, policy.reference_max_age_seconds)
     k = facts.num_speculative_tokens if facts is not None else 1
     if _usable(spec, policy) and spec is not None and finite(spec.acceptance):
         assert spec.acceptance is not None and spec.rate_per_replica is not None
