@@ -24,7 +24,7 @@ from specops.policy.headroom import (
     own_slope,
     update_trend,
 )
-from specops.policy.rules import Window
+from specops.policy.rules import Window, window_headroom
 from specops.policy.state import (
     LoadTrend,
     Observation,
@@ -349,3 +349,13 @@ def test_a_spec_change_drops_the_lines_but_keeps_the_trend() -> None:
     d = decide(PolicySpec(), replace(RAMPING, spec_fingerprint="old"), at(RAMPING, 5.0), NOW, "new", FACTS)
     assert d.state.load is not None and d.state.speculative_steps is not None
     assert d.state.speculative_steps.weight == 1.0  # started afresh from this window
+
+
+def test_a_day_later_the_lines_still_know_the_crossover() -> None:
+    """Yesterday's ramp is remembered (a week's memory), so today's is anticipated from its start;
+    with referenceMaxAge's six hours it would be forgotten."""
+    ramped = learned(STEADY + SLOW[:14], facts=SURGE_FACTS)
+    tomorrow = ramped.load.at + 86400 if ramped.load else NOW
+    d = decide(POLICY, ramped, at(ramped, 2.0), tomorrow, facts=SURGE_FACTS)
+    h = window_headroom(POLICY, d.state, at(ramped, 2.0), SURGE_FACTS, tomorrow)
+    assert h.crossover is not None and 9.0 < h.crossover < 12.0
