@@ -47,3 +47,10 @@ def test_before_any_switch_the_estimate_is_said_to_be_one() -> None:
     assert result.switch_costs() == {}
     assert result.switch_cost_line() == "status.switchCost: 80.0 s per replica (Estimate; estimate 80.0 s)"
     assert DemoResult(ticks=[tick(0, None)]).switch_cost_line() == "status.switchCost: not written"
+
+
+def test_the_verdict_says_why_and_whether_a_fallback_is_held() -> None:
+    held = Tick(1, "peak", 4.6, 3.0, "Speculative", 2, 0, 0.7, 0.3, None, "Breach", None, None, None,
+                verdict_reason="LoadSaturation", switch_held=True)  # fmt: skip
+    assert held.verdict_text == "Breach LoadSaturation (switch held)"
+    assert tick(2, None).verdict_text == "Healthy"

@@ -52,6 +52,16 @@ class Tick:
     waiting_spec: float | None = None  # requests queued in the pool (vllm:num_requests_waiting)
     waiting_base: float | None = None
     switch_cost: dict[str, Any] | None = None  # status.switchCost as read at this tick
+    verdict_reason: str | None = None  # status.verdictReason
+    switch_held: bool = False  # a fallback held back (status.switchDeferredSince is set)
+
+    @property
+    def verdict_text(self) -> str:
+        """The verdict, with its reason unless Healthy, and whether a switch is held back."""
+        text = self.verdict
+        if self.verdict_reason and self.verdict not in ("Healthy", "-"):
+            text += f" {self.verdict_reason}"
+        return text + (" (switch held)" if self.switch_held else "")
 
 
 @dataclass
@@ -111,7 +121,7 @@ def _row(tick: Tick) -> str:
         f"{tick.t:6.0f} {tick.phase:<10} {tick.offered_qps:7.1f} {tick.served_qps:6.1f} {tick.mode:<11} "
         f"{tick.spec_ready:>4} {tick.base_ready:>4} {_fmt(tick.acceptance, 1, 2):>6} "
         f"{_fmt(tick.p99_spec, 1000):>10} ms {_fmt(tick.p99_base, 1000):>6} "
-        f"{_fmt(tick.waiting_spec, 1, 0):>11} {_fmt(tick.waiting_base, 1, 0):>5} {tick.verdict:<9}"
+        f"{_fmt(tick.waiting_spec, 1, 0):>11} {_fmt(tick.waiting_base, 1, 0):>5} {tick.verdict_text}"
     )
 
 
@@ -259,6 +269,8 @@ def _play(tb: Testbed, scenario: Scenario, namespace: str, name: str, result: De
             waiting_spec=spec_pool.waiting if spec_pool else None,
             waiting_base=base_pool.waiting if base_pool else None,
             switch_cost=st.get("switchCost"),
+            verdict_reason=st.get("verdictReason"),
+            switch_held=bool(st.get("switchDeferredSince")),
         )
         result.ticks.append(tick)
         print(_row(tick), flush=True)
@@ -307,6 +319,18 @@ def write_plot(result: DemoResult, path: Path, scenario: Scenario) -> None:
             ax.axvspan(a.t, b.t, color=colors.get(a.mode, "#eeeeee"), linewidth=0)
     axes[0].plot(ts, [k.offered_qps for k in ticks], label="offered QPS", color="#555555", linestyle="--")
     axes[0].plot(ts, [k.served_qps for k in ticks], label="served QPS (Prometheus)", color="black")
+    if any(k.switch_held for k in ticks):
+        top = max(max(k.offered_qps, k.served_qps) for k in ticks)
+        axes[0].fill_between(
+            ts,
+            0,
+            [top if k.switch_held else 0 for k in ticks],
+            step="post",
+            color="#9e9e9e",
+            alpha=0.3,
+            linewidth=0,
+            label="fallback held back (switch would overload)",
+        )
     axes[0].set_ylabel("requests/s")
     axes[0].legend(loc="upper right")
     axes[0].set_title(f"SpecOps demo: {scenario.name} (green Speculative, yellow Probing, red Baseline)")
