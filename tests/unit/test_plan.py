@@ -210,3 +210,33 @@ def test_evidence_of_another_spec_is_reset_and_the_fingerprint_kept_in_status() 
     assert status["mode"] == "Speculative"  # not a third breach in a row: the evidence was of k=5
     assert status["counters"]["breaches"] == 1
     assert status["specFingerprint"] != first
+
+
+def _rows(kube: FakeKube) -> Any:
+    from specops.render.manifests import speculation_rows_in
+
+    live = kube.live("Deployment", "serving", pool_name("demo", Pool.SPECULATIVE))
+    return speculation_rows_in(live["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def test_auto_table_is_shown_in_status_and_rendered_only_when_the_pool_starts_from_zero() -> None:
+    kube = _deployed(replicas=2, speculation={"tokensPerBatchSizeMode": "Auto"})
+    prior = _rows(kube)
+    assert prior  # the catalog's prior table, rendered at creation
+    reconciler = Reconciler(kube)
+    live = PoolMetrics(replicas=2, request_rate=4.0, acceptance=0.3, tpot_p50=0.02, tpot_p99=0.03,
+                       waiting=0.0, per_position=(0.35, 0.3, 0.25, 0.2, 0.15))  # fmt: skip
+    reconciler.evaluate("serving", "demo", Observation(speculative=live), NOW)
+    table = kube.body["status"]["derivedSpeculationTable"]
+    assert table["rows"] and table["acceptanceSource"] == "Live"
+    assert _rows(kube) == prior  # speculative pods run: a new table would restart them all
+    kube.write_status({"mode": "Baseline"})
+    for _ in range(3):
+        reconciler.reconcile("serving", "demo")
+    assert _split(kube) == PoolSplit(0, 2)
+    kube.write_status({"mode": "Speculative"})
+    reconciler.reconcile("serving", "demo")  # the pool starts from zero: the live table goes in
+    assert _split(kube) == PoolSplit(1, 1)
+    assert _rows(kube) != prior
+    in_status = [[r["minBatchSize"], r["maxBatchSize"], r["numSpeculativeTokens"]] for r in table["rows"]]
+    assert _rows(kube) == in_status  # what the pool runs is what status shows

@@ -20,6 +20,7 @@ from specops.api.v1alpha1 import (
     SpeculativeInferenceSpec,
     SpeculativeInferenceStatus,
     SwitchCostSource,
+    TokensPerBatchSizeMode,
     pinned_mode,
 )
 from specops.checks.validation import CheckReport, ResourceError, check_resource, load_resource
@@ -55,7 +56,16 @@ from specops.policy.decide import Observation, PolicyDecision, decide
 from specops.policy.headroom import service_facts
 from specops.policy.rules import window_headroom
 from specops.policy.state import ServiceFacts, policy_fingerprint
-from specops.render.manifests import OwnerRef, Pool, PoolSplit, pool_name, render_all, render_pod_monitor
+from specops.render.manifests import (
+    OwnerRef,
+    Pool,
+    PoolSplit,
+    pool_name,
+    render_all,
+    render_pod_monitor,
+    speculation_rows_in,
+)
+from specops.vllm.speculation_table import derive_for_resource, status_table, table_to_render
 
 FIELD_MANAGER = "specops"
 
@@ -184,7 +194,7 @@ def plan_reconcile(
     order = {"Deployment": 0, "Service": 1}
     growing_name = pool_name(meta["name"], growing)
     manifests = sorted(
-        render_all(si, split, owner),
+        render_all(si, split, owner, derived=_rows_to_render(si, observed)),
         key=lambda m: (order.get(m["kind"], 2), m["metadata"]["name"] == growing_name),
     )
     if observed.pod_monitor_served:
@@ -421,6 +431,7 @@ def plan_evaluation(
             "verdict": a.verdict.value,
             "verdict_reason": a.reason,
             "verdict_message": a.message,
+            "derived_speculation_table": _derived_table_status(si, obs, now),
         }
     )
     new = keep_figures_fresh_enough(old, new, now, refresh_seconds, may_write_figures or (lambda: True))
@@ -444,8 +455,35 @@ def plan_evaluation(
 _POLICY_KEYS = (
     "mode", "modeSince", "counters", "decisions", "baselineReference", "saturationRequestsPerReplica",
     "saturationRecordedAt", "specFingerprint", "headroom", "switchDeferredSince",
-    "observed", "verdict", "verdictReason", "verdictMessage",
+    "observed", "verdict", "verdictReason", "verdictMessage", "derivedSpeculationTable",
 )  # fmt: skip
+
+
+def _derived_table_status(si: SpeculativeInference, obs: Observation, now: float) -> Any:
+    """status.derivedSpeculationTable with ``tokensPerBatchSizeMode: Auto``: the table the live
+    pool's per-position acceptance gives (the catalog's prior until it has one)."""
+    if si.spec.speculation.tokens_per_batch_size_mode is not TokensPerBatchSizeMode.AUTO:
+        return None
+    per_position = obs.speculative.per_position if obs.speculative is not None else ()
+    return status_table(si.spec, per_position, rfc3339(now))
+
+
+def _rows_to_render(si: SpeculativeInference, observed: Observed) -> list[list[int]] | None:
+    """With ``tokensPerBatchSizeMode: Auto``, the table the speculative pool runs: the rows the
+    live Deployment carries while any speculative pod runs (a new table changes the pod template,
+    a restart of its own), the table derived from the latest acceptance when the pool starts from
+    zero anyway (a fallback's end, a probe, a re-enable) and it changed materially."""
+    if si.spec.speculation.tokens_per_batch_size_mode is not TokensPerBatchSizeMode.AUTO:
+        return None
+    derived = derive_for_resource(si)
+    if derived is None:
+        return None
+    live = observed.deployments.get(Pool.SPECULATIVE)
+    containers = ((live or {}).get("spec") or {}).get("template", {}).get("spec", {}).get("containers") or []
+    args = next((c.get("args") or [] for c in containers if isinstance(c, dict)), [])
+    running = speculation_rows_in([str(a) for a in args]) if live is not None else None
+    pods = observed.pools[Pool.SPECULATIVE].desired or 0
+    return table_to_render(running, derived[0], pods)
 
 
 def _policy_keys(status: SpeculativeInferenceStatus) -> dict[str, Any]:

@@ -471,7 +471,7 @@ STATE_FIELDS = (
 # only when the operator's figure-write budget allows (``may_write``).
 # ``headroom`` is read back by the policy: a deferred write only makes its next trend difference
 # span a longer time, and its step lines miss a window.
-FIGURE_FIELDS = ("observed", "verdict_message", "baseline_reference", "headroom")
+FIGURE_FIELDS = ("observed", "verdict_message", "baseline_reference", "headroom", "derived_speculation_table")
 # A figure moved meaningfully when it changed by more than this fraction of its old value...
 FIGURE_RELATIVE_CHANGE = 0.10
 # ... and by more than its floor (smaller moves are scrape noise, whatever their relative size:
