@@ -16,7 +16,7 @@ from specops.api.v1alpha1 import PolicySpec
 from specops.plan.reconcile import EventReason, plan_evaluation
 from specops.plan.status import policy_state_from_status, policy_status_fields
 from specops.policy import rules
-from specops.policy.decide import PolicyDecision, decide
+from specops.policy.decide import PolicyDecision, decide, dip_absorbed
 from specops.policy.headroom import (
     CROSSOVER_P99_MARGIN,
     add_to_line,
@@ -373,3 +373,17 @@ def test_a_day_later_the_lines_still_know_the_crossover() -> None:
     d = decide(POLICY, ramped, at(ramped, 2.0), tomorrow, facts=SURGE_FACTS)
     h = window_headroom(POLICY, d.state, at(ramped, 2.0), SURGE_FACTS, tomorrow)
     assert h.crossover is not None and 9.0 < h.crossover < 12.0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "load", "absorbed"),
+    [
+        (70.0, 6.9, True),  # within the room (7 req/s per replica): any length
+        (70.0, 7.5, False),  # 0.5 over it for 70 s: 70 requests would queue on the one replica left
+        (1.0, 7.4, True),  # a hot swap's second: 0.8 requests queued, under maxWaitingPerReplica (1)
+        (1.0, 7.6, False),
+    ],
+)
+def test_a_dip_is_absorbed_when_it_fits_or_queues_little(seconds: float, load: float, absorbed: bool) -> None:
+    facts = replace(FACTS, switch_seconds_per_replica=seconds)
+    assert dip_absorbed(POLICY, facts, load, 7.0) is absorbed

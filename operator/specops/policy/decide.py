@@ -399,7 +399,9 @@ def _probe_held(c: Ctx, state: PolicyState) -> Deferral | None:
             f"the load ({load:.3g} req/s per replica, {ahead:.3g} within the probe) is near or past "
             f"{h.crossover:.3g}, where the baseline is expected to win ({h.source})"
         )
-    elif (room := _carry_room(f, h, base_only=True)) is not None and _dip_load(c, state, f) > room:
+    elif (room := _carry_room(f, h, base_only=True)) is not None and not dip_absorbed(
+        c.policy, f, _dip_load(c, state, f), room
+    ):
         why = _dip_words(f, _dip_load(c, state, f), room)
     if why is None:
         return None
@@ -537,23 +539,24 @@ def _still_held(state: PolicyState, assessment: Assessment, now: float) -> Defer
 
 
 def _not_paying(c: Ctx, state: PolicyState, assessment: Assessment) -> Deferral | None:
-    """A load-driven fallback that would not pay: the load is falling and will be back under the
-    line it crossed before the fallback has even ended, or load-driven breaches here have so far
-    lasted less than a fallback takes (bursts) and this one has not outlasted them."""
+    """A load-driven fallback that would not pay: the load is past the crossover but falling, and
+    will be back under it before the fallback has even ended; or load-driven breaches here have so
+    far lasted less than a fallback takes (bursts) and this one has not outlasted them.  (A queueing
+    pool's completion rate is no measure of a falling load: it falls as the queue grows.)"""
     f, trend = c.facts, state.load
     if f is None or trend is None or assessment.reason not in LOAD_REASONS:
         return None
     fallback = f.switch_seconds(f.replicas)
     load = current_load(trend, c.policy)
     why = None
-    if trend.slope < 0:
-        line = _crossed(c, state, assessment)
+    if trend.slope < 0 and assessment.reason is not Reason.LOAD_SATURATION:
+        crossover = window_headroom(c.policy, state, c.obs, c.facts, c.now).crossover
         end = load + trend.slope * fallback
-        if line is not None and end < line:
+        if crossover is not None and load >= crossover > end:
             why = (
                 f"the load is falling ({60 * trend.slope:.2g} req/s per replica per minute) and will be "
-                f"under {line:.3g} in about {(load - line) / -trend.slope:.0f} s, before a fallback "
-                f"({fallback:.0f} s) would have ended"
+                f"under the crossover, {crossover:.3g}, in about {(load - crossover) / -trend.slope:.0f} s, "
+                f"before a fallback ({fallback:.0f} s) would have ended"
             )
     o = state.overloads
     if why is None and o.typical_seconds is not None and o.typical_seconds < fallback:
@@ -569,15 +572,6 @@ def _not_paying(c: Ctx, state: PolicyState, assessment: Assessment) -> Deferral 
     return Deferral(
         c.now, ServingMode.SPECULATIVE, ServingMode.BASELINE, assessment.reason, f"riding it out: {why}"
     )
-
-
-def _crossed(c: Ctx, state: PolicyState, assessment: Assessment) -> float | None:
-    """The load per replica the breach is about: the crossover, or the load the pool now serves
-    while it queues (its capacity)."""
-    if assessment.reason is Reason.LOAD_SATURATION:
-        spec = c.obs.speculative
-        return spec.rate_per_replica if spec is not None and finite(spec.rate_per_replica) else None
-    return window_headroom(c.policy, state, c.obs, c.facts, c.now).crossover
 
 
 def _fallback_held(c: Ctx, state: PolicyState, assessment: Assessment) -> Deferral | None:
@@ -596,7 +590,7 @@ def _fallback_held(c: Ctx, state: PolicyState, assessment: Assessment) -> Deferr
         h = with_saturation(h, spec.rate_per_replica)
     room = _carry_room(f, h, base_only=False)
     load = _dip_load(c, state, f)
-    if room is None or load <= room:
+    if room is None or dip_absorbed(c.policy, f, load, room):
         return None
     return Deferral(
         c.now,
@@ -631,6 +625,14 @@ def _dip_load(c: Ctx, state: PolicyState, f: ServiceFacts) -> float:
     assert state.load is not None
     rise = max(0.0, state.load.slope) * f.switch_seconds_per_replica
     return current_load(state.load, c.policy) + rise
+
+
+def dip_absorbed(policy: PolicySpec, f: ServiceFacts, load: float, room: float) -> bool:
+    """Whether the replicas left carry a moved replica's absence: the load fits their room, or the
+    work in excess over the whole absence would queue no more than ``maxWaitingPerReplica`` on each
+    of them (a short dip, a hot swap's seconds, costs a few queued requests, not an overload)."""
+    excess = max(0.0, load - room) * f.replicas * f.switch_seconds_per_replica
+    return excess <= policy.max_waiting_per_replica * (f.replicas - 1)
 
 
 def _dip_words(f: ServiceFacts, load: float, room: float) -> str:
