@@ -289,3 +289,15 @@ def test_assess_takes_the_first_rule_that_applies(
     state: PolicyState, obs: Observation, reason: Reason
 ) -> None:
     assert assess(POLICY, state, obs, NOW).reason is reason
+
+
+def test_the_tail_rules_need_a_tail_of_several_requests() -> None:
+    """2 req/s over a 5-minute window: 600 requests, a P99 resting on 6 of them, is judged; over a
+    1-minute window, 120 requests, a P99 resting on one slow request, is not."""
+    slow = speculating(tpot_p99=0.09)
+    assert assess(POLICY, SPECULATING, slow, NOW).reason is Reason.TAIL_LATENCY_REGRESSION
+    short = PolicySpec(window="1m", interval="10s")
+    assert assess(short, SPECULATING, slow, NOW).reason is Reason.HEALTHY
+    gap = speculating(tpot_p50=0.01, tpot_p99=0.032)
+    assert assess(POLICY, SPECULATING, gap, NOW).reason is Reason.TAIL_GAP_WIDENING
+    assert assess(short, SPECULATING, gap, NOW).reason is Reason.HEALTHY

@@ -53,6 +53,8 @@ from specops.policy.state import (
 
 # A recorded reference counts only at a load per replica within this factor of its own.
 REFERENCE_LOAD_TOLERANCE = 1.5
+# The tail rules need the window's P99 to rest on at least this many requests (500 in the window).
+MIN_TAIL_REQUESTS = 5
 # A moved replica's load is carried by the others: absorbable while they run at no more than this
 # share of what they can serve (TPOT grows as 1 / (1 - share): at 0.8, five times the idle TPOT).
 DIP_UTILISATION = 0.8
@@ -333,9 +335,19 @@ def load_saturation(w: Window) -> Assessment | None:
     )
 
 
+def tail_holds_enough(w: Window) -> bool:
+    """A P99 rests on the slowest 1% of the window's requests: the tail rules judge it only when
+    that is at least ``MIN_TAIL_REQUESTS`` requests.  With fewer, one slow request moves it into
+    the next histogram bucket, and it stays there for a whole window: every evaluation until then
+    sees it, so consecutive breaches would not even be independent."""
+    return w.spec is not None and completed_in_window(w.spec, w.policy) * 0.01 >= MIN_TAIL_REQUESTS
+
+
 def tail_latency_regression(w: Window) -> Assessment | None:
     ref, spec = latency_reference(w), w.spec
     if ref is None or spec is None or not (finite(ref.tpot_p99) and finite(spec.tpot_p99)):
+        return None
+    if not tail_holds_enough(w):
         return None
     assert ref.tpot_p99 is not None and spec.tpot_p99 is not None
     if not ref.tpot_p99:
@@ -401,7 +413,7 @@ def tail_gap_widening(w: Window) -> Assessment | None:
     P99 no worse than the reference is a pure win; vLLM's coarse TPOT buckets (10 ms, 25 ms,
     50 ms, ...) also widen histogram_quantile's ratio whenever P50 drops into a lower bucket."""
     ref, spec = latency_reference(w), w.spec
-    if ref is None or spec is None or spec.tail_ratio is None:
+    if ref is None or spec is None or spec.tail_ratio is None or not tail_holds_enough(w):
         return None
     if not (finite(ref.tpot_p50) and finite(ref.tpot_p99) and ref.tpot_p50):
         return None
