@@ -205,9 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--knobs", default="", help="comma-separated knob names (default: all)")
     parser.add_argument("--scenarios", default="", help="comma-separated scenario names (default: all)")
     parser.add_argument("--tie", type=float, default=0.02, help="gap below which a flip is a near-tie")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=2,
+        help="other arrival seeds the base run is repeated with (the noise floor)",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args(argv)
-    knobs = [k for k in KNOBS if not args.knobs or k.name in args.knobs.split(",")]
+    knobs = [k for k in KNOBS if not args.knobs or k.name in args.knobs.split(",")]  # "none": seeds only
     paths = sorted(p for p in Path("scenarios").glob("*.yaml") if load_scenario(p).resource)
     if args.scenarios:
         paths = [p for p in paths if load_scenario(p).name in args.scenarios.split(",")]
@@ -226,8 +232,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scenario": scenario.name,
             "base": base,
             "ranking": ranking(base),
+            "seeds": [],
             "varied": [],
         }
+        for extra in range(1, args.seeds + 1):
+            say(f"{scenario.name}: base run, seed {scenario.seed + extra}")
+            other = p99s(scenario.model_copy(update={"seed": scenario.seed + extra}), path)
+            entry["seeds"].append(
+                {
+                    "seed": scenario.seed + extra,
+                    "p99_tpot": other,
+                    "ranking": ranking(other),
+                    "flips": [dataclasses.asdict(f) for f in flips(base, other)],
+                }
+            )
         for knob in knobs:
             if not knob.applies(method):
                 continue
@@ -288,6 +306,10 @@ def markdown(document: dict[str, Any], knobs: Sequence[Knob]) -> str:
             "| constant | factor | ranking unchanged | flips (base gap -> varied gap) |",
             "|---|---:|:---:|---|",
         ]
+        for other in entry.get("seeds", []):
+            order = " < ".join(f"{n} ({other['p99_tpot'][n] * 1000:.1f})" for n in other["ranking"])
+            same = "yes" if not other["flips"] else "no"
+            lines.append(f"| (arrivals, seed {other['seed']}) | - | {same} | {order} |")
         for v in entry["varied"]:
             flips_text = "; ".join(
                 f"{f['better']} / {f['worse']} ({f['base_gap']:+.1%} -> {f['varied_gap']:+.1%})"
