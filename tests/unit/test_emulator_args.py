@@ -166,6 +166,12 @@ def test_legacy_dialect_is_read_from_legacy_flags() -> None:
         ("0.32.0", [*BASE, "--speculative-config", "{not json"], "not valid JSON"),
         ("0.32.0", [*BASE, "--speculative-config", "[1, 2]"], "JSON object"),
         ("0.32.0", _spec_config(method="eagle", num_speculative_tokens=3), 'needs "model"'),
+        # 0.15+ no longer reads a "model" without "method" as a draft model (checked on 0.15.1).
+        (
+            "0.32.0",
+            _spec_config(model="meta-llama/Llama-3.2-1B-Instruct", num_speculative_tokens=3),
+            "'None'",
+        ),
         (
             "0.15.0",
             [
@@ -175,6 +181,7 @@ def test_legacy_dialect_is_read_from_legacy_flags() -> None:
                 "--speculative-config",
                 json.dumps(
                     {
+                        "method": "draft_model",
                         "model": "meta-llama/Llama-3.2-1B-Instruct",
                         "num_speculative_tokens": 3,
                         "draft_tensor_parallel_size": 1,
@@ -273,7 +280,11 @@ def test_speculation_table_refused_as_vllm_refuses_it(table: list[list[int]]) ->
 
 def test_a_table_keeps_the_draft_and_its_memory() -> None:
     # k = 0 at every batch size still loads the draft: the KV cache is the speculative pod's.
-    draft = {"model": "meta-llama/Llama-3.2-1B-Instruct", "num_speculative_tokens": 4}
+    draft = {
+        "method": "draft_model",
+        "model": "meta-llama/Llama-3.2-1B-Instruct",
+        "num_speculative_tokens": 4,
+    }
     with_table = derive_config(
         parse_args(_spec_config(**draft, num_speculative_tokens_per_batch_size=[[1, 4096, 0]]), V("0.32.0")),
         V("0.32.0"),
@@ -339,7 +350,11 @@ def test_int8_checkpoint_must_be_declared_when_its_name_does_not_say_it() -> Non
     # vLLM reads int8 (W8A8) from the checkpoint, so the rendered command line omits it: without
     # the name or SPECOPS_EMULATOR_QUANTIZATION saying so, a 70B on 2 GPUs is sized as BF16 and
     # fails as vLLM would.
-    draft = {"model": "meta-llama/Llama-3.1-8B-Instruct", "num_speculative_tokens": 5}
+    draft = {
+        "method": "draft_model",
+        "model": "meta-llama/Llama-3.1-8B-Instruct",
+        "num_speculative_tokens": 5,
+    }
     argv = [
         "--model", "meta-llama/Llama-3.1-70B-Instruct", "--tensor-parallel-size", "2",
         "--max-model-len", "8192", "--speculative-config", json.dumps(draft),
@@ -370,7 +385,7 @@ def test_int8_checkpoint_must_be_declared_when_its_name_does_not_say_it() -> Non
                 "--model",
                 "meta-llama/Llama-3.1-8B-Instruct",
                 "--speculative-config",
-                '{"model": "Qwen/Qwen2.5-0.5B-Instruct", "num_speculative_tokens": 3}',
+                '{"method": "draft_model", "model": "Qwen/Qwen2.5-0.5B-Instruct", "num_speculative_tokens": 3}',
             ],
             "tokenizer",
         ),

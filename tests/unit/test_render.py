@@ -41,6 +41,15 @@ def container(dep: dict[str, Any]) -> dict[str, Any]:
         (
             {},
             {
+                "method": "draft_model",  # 0.15+ refuses a draft "model" without it
+                "model": "meta-llama/Llama-3.1-8B-Instruct",
+                "num_speculative_tokens": 5,
+                "draft_tensor_parallel_size": 2,
+            },
+        ),
+        (
+            {"vllm": {"version": "0.9.2"}},  # before 0.15 vLLM infers the draft from "model"
+            {
                 "model": "meta-llama/Llama-3.1-8B-Instruct",
                 "num_speculative_tokens": 5,
                 "draft_tensor_parallel_size": 2,
@@ -80,6 +89,7 @@ def container(dep: dict[str, Any]) -> dict[str, Any]:
         (
             {"speculation": {"draft": {"quantization": "fp8", "revision": "main", "tensorParallelSize": 1}}},
             {
+                "method": "draft_model",
                 "model": "meta-llama/Llama-3.1-8B-Instruct",
                 "num_speculative_tokens": 5,
                 "draft_tensor_parallel_size": 1,

@@ -68,7 +68,17 @@ def test_todays_commands_use_only_what_vllm_had(version: str) -> None:
                     f"{case.id}: vLLM {version} had no {flag} when checked: {rerun}"
                 )
         if "--speculative-config" in command:
-            keys = set(json.loads(command[command.index("--speculative-config") + 1]))
+            rendered = json.loads(command[command.index("--speculative-config") + 1])
+            was = recorded["command"]
+            checked = (
+                json.loads(was[was.index("--speculative-config") + 1])
+                if "--speculative-config" in was
+                else {}
+            )
+            assert rendered.get("method") == checked.get("method"), (
+                f"{case.id}: method {rendered.get('method')!r} now, {checked.get('method')!r} when checked: {rerun}"
+            )
+            keys = set(rendered)
             assert keys <= fields, f"{case.id}: keys {sorted(keys - fields)} not fields of vLLM {version}"
             assert keys <= set(CONFIG_KEY_GATES)
 

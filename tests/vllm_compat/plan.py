@@ -424,6 +424,8 @@ def model_config(repo_id: str) -> dict[str, Any] | None:
     for marker, quant in _QUANT_CONFIG.items():
         if marker in lowered:
             config["quantization_config"] = quant
+            if marker in ("awq", "gptq"):
+                config["torch_dtype"] = "float16"  # as the published 4-bit checkpoints declare
     if lowered.endswith("-fp8"):
         config["quantization_config"] = {"quant_method": "fp8", "activation_scheme": "dynamic"}
     return config
@@ -555,6 +557,14 @@ def compare(version: Version, facts: dict[str, Any]) -> list[Row]:
             ],
         )
     row(f"rendered commands ({entry.value}) parse and build engine args", served)
+    # A config class refusing a command the table allows, where the plain pool got further.
+    accepted = [
+        (f"{cid}: {_first_failure(c['stages'], deep=True)[:200]}", _refusal(cid, cases) is not True)
+        for cid, c in sorted(cases.items())
+        if c["expect_ok"] and cid.endswith("#speculative") and "engine_config" in c["stages"]
+    ]
+    if accepted:
+        row("what the table allows, vLLM's config classes accept", accepted)
     if refusals or unshown:
         rows.append(
             Row(

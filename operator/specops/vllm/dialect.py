@@ -88,8 +88,7 @@ def since(v: Version, until: Version | None = None) -> Gate:
 
 V = parse_version
 
-# Where each method can run, per dialect.  draft_model is rendered as "model" without "method",
-# which every current release reads as a draft model.
+# Where each method can run, per dialect.  draft_model: see DRAFT_METHOD_NAME_SINCE.
 METHOD_GATES: dict[Dialect, dict[Method, Gate]] = {
     Dialect.CURRENT: {
         # V0 ran draft models; V1 (0.10.0 on) raised NotImplementedError until 0.15.0.
@@ -112,6 +111,10 @@ METHOD_GATES: dict[Dialect, dict[Method, Gate]] = {
 
 # MTP's method string was "deepseek_mtp" before 0.11.0.
 MTP_NAME_SINCE: Version = V("0.11.0")
+# A draft model must be named "method": "draft_model" from here: 0.15.1's SpeculativeConfig
+# refuses a "model" without a method ("Unsupported speculative method: 'None'"), where 0.10.2
+# still inferred draft_model from it (docs/vllm-compat.md; 0.15.0 itself was not checked).
+DRAFT_METHOD_NAME_SINCE: Version = V("0.15.0")
 # V1 runs a draft model only with the target's tensor parallel size (V0, before 0.10.0, allowed 1).
 DRAFT_TP_MUST_MATCH_SINCE: Version = V("0.10.0")
 
@@ -251,7 +254,7 @@ def method_gate(version: Version, method: Method) -> Gate | None:
 def vllm_method_name(version: Version, method: Method) -> str | None:
     """The string vLLM expects for ``method``; None where a draft model is implied by "model"."""
     if method is Method.DRAFT_MODEL:
-        return None
+        return "draft_model" if version >= DRAFT_METHOD_NAME_SINCE else None
     if method is Method.MTP and version < MTP_NAME_SINCE:
         return "deepseek_mtp"
     return method.value

@@ -30,6 +30,7 @@ from specops.vllm.dialect import (
     BITSANDBYTES_LOAD_FORMAT_UNTIL,
     BITSANDBYTES_REMOVED,
     CURRENT_DIALECT_SINCE,
+    DRAFT_METHOD_NAME_SINCE,
     DRAFT_TP_MUST_MATCH_SINCE,
     LEGACY_FLAG_GATES,
     MIN_SUPPORTED,
@@ -436,6 +437,11 @@ def _parse_speculative_config(text: str, version: Version) -> tuple[SpeculativeA
         method = _method_from_name(method_name, version)
     elif model is not None:
         method = _implied_method(model)
+        if method is Method.DRAFT_MODEL and version >= DRAFT_METHOD_NAME_SINCE:
+            raise ArgsError(
+                f"argument --speculative-config: Unsupported speculative method: 'None' (vLLM {vtext} "
+                'needs "method": "draft_model" for a draft model)'
+            )
     else:
         raise ArgsError('argument --speculative-config: set "method" or "model"')
     if method in (Method.NGRAM, Method.SUFFIX, Method.MTP):
