@@ -66,7 +66,7 @@ def render_table(results: dict[str, Any]) -> str:
             total = r.passed + len(r.failed)
             verdict = f"pass ({total})" if r.ok else f"**fail** ({len(r.failed)} of {total})"
             if r.unshown:
-                unshown = f"{len(r.unshown)} not shown on a CPU-only machine"
+                unshown = f"{len(r.unshown)} not shown here (see below)"
                 verdict = unshown if total == 0 else f"{verdict}; {unshown}"
             if r.check.endswith("(informational)"):
                 verdict = f"{r.passed} of {total} built"
