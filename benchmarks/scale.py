@@ -188,6 +188,9 @@ def main() -> int:
     parser.add_argument("--resync-seconds", type=float, default=5.0)
     parser.add_argument("--steady-cycles", type=int, default=3)
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--operator-arg", action="append", default=[], help="a further `specops run` flag (repeatable)"
+    )
     args = parser.parse_args()
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     settings = Settings(
@@ -195,6 +198,7 @@ def main() -> int:
         replicas=args.replicas,
         resync_seconds=args.resync_seconds,
         steady_cycles=args.steady_cycles,
+        operator_args=tuple(args.operator_arg),
     )
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="specops-scale-"))
     t0 = time.monotonic()

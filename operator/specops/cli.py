@@ -330,6 +330,9 @@ def run(
             "answers trickle in; past it the evaluation is an Error."
         ),
     ] = 30.0,
+    evaluation_workers: Annotated[
+        int, typer.Option(min=1, help="Resources evaluated at once (each waits on the API server).")
+    ] = 8,
     allowed_prometheus_url: Annotated[
         list[str] | None,
         typer.Option(
@@ -427,6 +430,7 @@ def run(
         prometheus_url=prometheus_url,
         prometheus_timeout=prometheus_timeout,
         prometheus_deadline=prometheus_deadline,
+        evaluation_workers=evaluation_workers,
         allowed_prometheus_urls=list(allowed_prometheus_url or []),
         log_format=log_format.value,
         verbose=verbose,

@@ -35,6 +35,7 @@ class OperatorOptions:
     prometheus_url: str | None = None
     prometheus_timeout: float = 10.0  # seconds per read of a query; past it, an Error verdict
     prometheus_deadline: float = 30.0  # seconds for all the queries of one evaluation, however slow
+    evaluation_workers: int = 8  # resources evaluated at once
     # URLs a resource's spec.policy.prometheusUrl may name, besides prometheus_url itself.
     allowed_prometheus_urls: list[str] = field(default_factory=list)
     log_format: str = "text"  # text | json
@@ -185,6 +186,7 @@ def build(opts: OperatorOptions) -> tuple[kopf.OperatorRegistry, kopf.OperatorSe
             query_timeout=opts.prometheus_timeout,
             allowed_urls=allowed_urls,
             deadline=opts.prometheus_deadline,
+            workers=opts.evaluation_workers,
         )
         if opts.evaluate
         else None

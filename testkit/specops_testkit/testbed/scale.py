@@ -108,12 +108,14 @@ class OperatorProcess:
         namespaces: tuple[str, ...] = (),
         resync_seconds: float = 5.0,
         status_refresh_seconds: float = 3600.0,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.world = world
         self.log_path = log_path
         self.namespaces = namespaces
         self.resync_seconds = resync_seconds
         self.status_refresh_seconds = status_refresh_seconds
+        self.extra_args = extra_args
         self.metrics_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -132,6 +134,7 @@ class OperatorProcess:
             f"--resync-seconds={self.resync_seconds}",
             f"--status-refresh-seconds={self.status_refresh_seconds}",
             *(f"--namespace={ns}" for ns in self.namespaces),
+            *self.extra_args,
         ]  # fmt: skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
@@ -334,6 +337,7 @@ class Settings:
     steady_cycles: int = 3  # at least this many cycles, and one whole resync pass, per steady period
     namespaced_operator: bool = False  # --namespace for each of ours (shared clusters) or cluster-wide
     create_threads: int = 4
+    operator_args: tuple[str, ...] = ()  # more `specops run` flags (e.g. --evaluation-workers=1)
 
 
 @dataclass
@@ -377,6 +381,7 @@ class ScaleRun:
             run_dir / "operator.log",
             namespaces=self.namespaces if s.namespaced_operator else (),
             resync_seconds=s.resync_seconds,
+            extra_args=s.operator_args,
         )
         self.count = 0
         self.api_gets_per_second = 0.0
@@ -409,12 +414,20 @@ class ScaleRun:
         if not self.operator.alive():
             raise RuntimeError(f"the operator died; see {self.operator.log_path}")
 
-    def list_resources(self) -> list[dict[str, Any]]:
-        resp: Any = self.custom.list_cluster_custom_object(
-            GROUP, VERSION, PLURAL, label_selector=f"{RUN_LABEL}={self.run_id}"
-        )
-        items: list[dict[str, Any]] = resp.get("items", [])
-        return items
+    def list_resources(self, page: int = 500) -> list[dict[str, Any]]:
+        """This run's resources, a page at a time: one list of thousands with their status can take
+        the loaded API server longer than its 60 s request timeout (504 at 3,300 resources)."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            resp: Any = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, PLURAL, label_selector=f"{RUN_LABEL}={self.run_id}", limit=page,
+                **({"_continue": token} if token else {}),
+            )  # fmt: skip
+            items.extend(resp.get("items", []))
+            token = (resp.get("metadata") or {}).get("continue")
+            if not token:
+                return items
 
     def create(self, n: int) -> tuple[int, float]:
         """Create resources up to n in all; (how many were new, seconds to send them)."""
