@@ -8,8 +8,8 @@
 # Per version, a virtualenv is built once under $SPECOPS_CACHE/vllm/<version>: the vLLM wheel without
 # its dependencies, the CPU build of torch, then only the packages the checks import (found by
 # tests/vllm_compat/bootstrap.py from the import errors): no CUDA, no triton, no GPU.  The first
-# build of a version downloads about 1 GB and takes 5-25 minutes on 2 cores; later runs reuse it
-# and take a minute or two per version.  The results are recorded in docs/vllm-compat-results.json
+# build of a version downloads about 1 GB and takes 15-30 minutes on 2 cores; later runs reuse it
+# and take 1-8 minutes per version.  The results are recorded in docs/vllm-compat-results.json
 # and the table of docs/vllm-compat.md (unless --no-record); the exit code is 1 when vLLM
 # contradicts the table for any version.
 #
