@@ -261,20 +261,6 @@ def test_queueing_at_capacity_cannot_lose_a_replica_without_a_surge_pod() -> Non
     assert d.transition is not None and d.transition.reason is Reason.LOAD_SATURATION
 
 
-def test_a_load_past_what_speculation_can_serve_falls_back_despite_the_dip() -> None:
-    """21 req/s per replica: past a speculative replica's 17.5 (its queue grows for as long as the
-    load stays), within a baseline replica's 25: riding it out never recovers."""
-    state = replace(STEADY_HIGH, breaches=2, overloads=Overloads(), load=LoadTrend(21.0, 0.0, NOW - 30))
-    queued = Observation(speculative=line_pool(21.0, waiting=6.0))
-    d = decide(POLICY, state, queued, NOW, facts=FACTS)
-    assert d.transition is not None and d.transition.reason is Reason.LOAD_SATURATION
-    # At 16, within what it serves, the same queue is ridden out (the test above).
-    calmer = replace(state, load=LoadTrend(16.0, 0.0, NOW - 30))
-    assert decide(
-        POLICY, calmer, Observation(speculative=line_pool(16.0, waiting=6.0)), NOW, facts=FACTS
-    ).deferred
-
-
 def test_a_falling_load_is_ridden_out() -> None:
     """Past the crossover but falling fast: under it again before a fallback would have ended."""
     # Up past the crossover (held back: no surge pod), now falling 0.48 req/s per replica a minute:

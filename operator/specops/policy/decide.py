@@ -98,9 +98,6 @@ PROBE_LOAD_MARGIN = 0.8
 # The reasons that say the load, not the workload, makes speculation lose: their episodes are timed
 # (``Overloads``), and a fallback for them waits for the load's trend to say it pays.
 LOAD_REASONS = frozenset({Reason.HEADROOM_CLOSING, Reason.LOAD_SATURATION, Reason.PREDICTED_SLOWDOWN})
-# A load this far past the speculative replicas' capacity (their step line's) makes the queue grow
-# for as long as it lasts: a fallback is then made despite its dip (the price of recovering).
-OVERLOAD_MARGIN = 1.1
 # Weight of the newest overload episode in the running mean of their durations.
 OVERLOAD_SMOOTHING = 0.5
 # Each probe lost in a row doubles the next cooldown, up to this many times (x8).
@@ -581,10 +578,7 @@ def _fallback_held(c: Ctx, state: PolicyState, assessment: Assessment) -> Deferr
     f = c.facts
     if f is None or not f.dip or state.load is None:
         return None
-    lines = window_headroom(c.policy, state, c.obs, f, c.now)
-    if _outgrows_speculation(c, state, lines):
-        return None
-    h = lines
+    h = window_headroom(c.policy, state, c.obs, f, c.now)
     spec = c.obs.speculative
     if spec is not None and queued_per_replica(c.policy, spec) is not None and finite(spec.rate_per_replica):
         h = with_saturation(h, spec.rate_per_replica)
@@ -599,17 +593,6 @@ def _fallback_held(c: Ctx, state: PolicyState, assessment: Assessment) -> Deferr
         assessment.reason,
         f"fallback held back: {_dip_words(f, load, room)}",
     )
-
-
-def _outgrows_speculation(c: Ctx, state: PolicyState, h: Headroom) -> bool:
-    """The load is past what the speculative replicas can serve (their step line's capacity, by
-    ``OVERLOAD_MARGIN``) and within what baseline replicas can: riding it out, the queue grows for
-    as long as the load stays, so the dip is the price of recovering at all."""
-    spec_cap, base_cap = h.speculative_capacity, h.baseline_capacity
-    if state.load is None or spec_cap is None or base_cap is None:
-        return False
-    load = current_load(state.load, c.policy)
-    return load >= OVERLOAD_MARGIN * spec_cap and load < base_cap
 
 
 def _carry_room(f: ServiceFacts, h: Headroom, base_only: bool) -> float | None:
