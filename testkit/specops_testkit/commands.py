@@ -19,7 +19,7 @@ def demo(
     plot: Annotated[Path, typer.Option(help="Timeline PNG to write.")] = Path("demo-timeline.png"),
     keep: Annotated[bool, typer.Option(help="Keep everything running afterwards (Ctrl-C stops).")] = False,
 ) -> None:
-    """Run the operator on the local closed loop: falls back under a surge, probes, re-enables."""
+    """Run the operator on the local closed loop: falls back when acceptance collapses, probes, re-enables."""
     from specops_testkit.testbed.demo import run_demo
 
     run_demo(resource, scenario, run_dir, plot, keep=keep)
