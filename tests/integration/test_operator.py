@@ -4,6 +4,7 @@ status, events, zero no-op writes, restart."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import time
 from pathlib import Path
@@ -181,6 +182,46 @@ def test_switch_with_max_surge_never_loses_a_ready_replica(
     # needs is ready already), so it lasts one reconcile and a poll may miss it; the others wait.
     assert ordered == [s for s in path if s in ordered], ordered
     assert {(2, 1), (1, 2)} <= set(ordered), ordered
+
+
+def test_scale_subresource_mid_switch_keeps_one_replica_at_a_time(
+    api: client.ApiClient, testbed: Testbed, namespace: str, start_operator: Any
+) -> None:
+    """What an HPA writes (spec.replicas through /scale) in the middle of a switch: the pools
+    resize without moving a replica between them, a ready pod serves throughout, and the switch goes
+    on one replica at a time to the new size (it used to jump straight to the target split)."""
+    start_operator(resync_seconds=1.0)
+    doc = example_doc()
+    doc["spec"]["replicas"] = 2
+    create_si(api, namespace, doc)
+    name = "llama70b-chat"
+
+    def pools() -> tuple[int, int, int, int]:
+        s, b = deployment(api, namespace, f"{name}-spec"), deployment(api, namespace, f"{name}-base")
+        if s is None or b is None:
+            return (0, 0, 0, 0)
+        return (s.spec.replicas, b.spec.replicas, s.status.ready_replicas or 0, b.status.ready_replicas or 0)
+
+    wait_for(lambda: pools()[2] == 2, 120, "two ready speculative replicas")
+    patch_si(api, namespace, name, {"spec": {"policy": {"mode": "Baseline"}}})
+    wait_for(lambda: pools()[:2] == (1, 1), 60, "the first step of the switch")
+    kubectl(testbed, "-n", namespace, "scale", "specinf", name, "--replicas=3")
+    seen = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        p = pools()
+        seen.append(p)
+        if p == (0, 3, 0, 3):
+            break
+        time.sleep(0.2)
+    splits = [(p[0], p[1]) for p in seen]
+    assert splits[-1] == (0, 3), seen[-5:]
+    assert min(p[2] + p[3] for p in seen) >= 1, [p for p in seen if p[2] + p[3] < 1][:5]
+    ordered = [s for i, s in enumerate(splits) if i == 0 or s != splits[i - 1]]
+    for (s0, b0), (s1, b1) in itertools.pairwise(ordered):
+        # Each step moves one replica (or adds the HPA's one): never two at once, never a jump.
+        assert abs(s1 - s0) <= 1 and abs(b1 - b0) <= 1, ordered
+    assert ordered[0] != (0, 3) and (1, 2) in ordered, ordered
 
 
 def test_scale_subresource_and_hpa(
