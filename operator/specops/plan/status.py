@@ -29,6 +29,7 @@ from specops.api.v1alpha1 import (
     ObservedMetrics,
     PoolsStatus,
     PoolStatus,
+    RolloutStrategy,
     ServingMode,
     SpeculativeInference,
     SpeculativeInferenceStatus,
@@ -570,10 +571,21 @@ DRAIN_ESTIMATE_SECONDS = 20.0
 SWITCH_COST_SMOOTHING = 0.5
 
 
+# A hot swap instead: the awake engine sleeps (level 1: its weights to host RAM) and the other
+# wakes, each a fixed part plus a time per GiB of weights moved, on a line through vLLM's published
+# level-1 wakes (docs/domain.md, "switching": about 2.9 s for 57 GiB, 5.5 s for 219 GiB).
+SLEEP_WAKE_FIXED_SECONDS = 2.0
+SLEEP_WAKE_SECONDS_PER_GIB = 0.016
+
+
 def estimated_switch_seconds(si: SpeculativeInference, report: CheckReport) -> float:
-    """Drain + start to Ready of one replica, from the model's size (documented defaults)."""
+    """Drain + start to Ready of one replica (or, with the hot swap, drain + sleep + wake), from
+    the model's size (documented defaults)."""
     gpus = max(1, si.spec.resources.gpus_per_replica)
     weights = (report.budget.target_weights_gib or 0.0) + (report.budget.draft_weights_gib or 0.0)
+    if si.spec.rollout.effective_strategy is RolloutStrategy.HOT_SWAP:
+        swap = 2 * (SLEEP_WAKE_FIXED_SECONDS + SLEEP_WAKE_SECONDS_PER_GIB * weights)
+        return round(DRAIN_ESTIMATE_SECONDS + swap, 1)
     start = START_FIXED_SECONDS + START_SECONDS_PER_GIB_PER_GPU * weights / gpus
     start += START_SECONDS_PER_EXTRA_GPU * (gpus - 1)
     return round(DRAIN_ESTIMATE_SECONDS + start, 1)
