@@ -88,10 +88,21 @@ _CRD_VALIDATOR = jsonschema.validators.extend(jsonschema.Draft4Validator, type_c
 )
 
 
+def _without_nulls(value: Any) -> Any:
+    """The object as the apiserver validates it: a null for a field the schema does not mark
+    nullable is pruned first (Kubernetes' CRD "Defaulting and Nullable"; this CRD marks none)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def crd_schema_problems(doc: dict[str, Any]) -> list[str]:
     """What the apiserver's validation against the CRD's schema would refuse (unknown fields are
-    pruned there, not refused, and JSON Schema ignores them alike)."""
-    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in _CRD_VALIDATOR.iter_errors(doc)]
+    pruned there, not refused, and JSON Schema ignores them alike; so are nulls)."""
+    pruned = _without_nulls(doc)
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in _CRD_VALIDATOR.iter_errors(pruned)]
 
 
 def pydantic_refuses(doc: dict[str, Any]) -> bool:
