@@ -18,7 +18,10 @@ from specops_testkit.emulator.args import ServingConfig, StartupError, derive_co
 from specops_testkit.emulator.server import Emulator, ServerSettings
 
 MODEL = ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--max-model-len", "4096"]
-DRAFT = ["--speculative-config", '{"method":"draft_model","model":"meta-llama/Llama-3.2-1B-Instruct","num_speculative_tokens":3}']
+DRAFT = [
+    "--speculative-config",
+    '{"method":"draft_model","model":"meta-llama/Llama-3.2-1B-Instruct","num_speculative_tokens":3}',
+]
 
 
 def config(version: str = "0.32.0", *extra: str, sleep: bool = True, util: float = 0.9) -> ServingConfig:
