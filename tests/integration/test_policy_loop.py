@@ -90,25 +90,6 @@ def test_ramp_falls_back_then_returns_by_probe(api: client.ApiClient, deployed: 
     assert sum(failed.values()) <= 0.01 * len(load.records), failed.most_common(5)
 
 
-def test_surge_without_a_spare_gpu_holds_the_fallback(api: client.ApiClient, deployed: str) -> None:
-    """Without a surge pod a fallback at the peak would restart one of the two replicas while the
-    other cannot carry the load: the policy holds it (SwitchDeferred, once, with the reason in
-    status) and the pools stay as they are."""
-    ns = deployed
-    create_si(api, ns, demo_doc())
-    wait_for(lambda: condition(get_si(api, ns, NAME), "Ready").get("status") == "True", 120, "Ready")
-    load = Load(api, ns, [
-        {"name": "low", "duration": "30s", "qps": LOW_QPS, "temperature": 0.2, **PROMPT},
-        {"name": "surge", "duration": "70s", "qps": SURGE_QPS, "temperature": 0.2, **PROMPT},
-    ])  # fmt: skip
-    si = wait_for(lambda: (s := get_si(api, ns, NAME)).get("status", {}).get("switchDeferredSince") and s,
-                  100, "a held fallback (status.switchDeferredSince)", every=0.5)  # fmt: skip
-    assert si["status"]["mode"] == "Speculative"
-    spec, base = deployment(api, ns, f"{NAME}-spec"), deployment(api, ns, f"{NAME}-base")
-    assert spec is not None and base is not None and (spec.spec.replicas, base.spec.replicas) == (2, 0)
-    load.join()
-
-
 def test_temperature_shift_falls_back_on_acceptance(api: client.ApiClient, deployed: str) -> None:
     ns = deployed
     create_si(api, ns, demo_doc(cooldown="10m"))
