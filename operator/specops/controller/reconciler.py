@@ -156,26 +156,39 @@ class Reconciler:
         plan = plan_reconcile(
             body, observed, self.clock(), status=status, metrics_condition=metrics_condition
         )
+        plan = self._apply_all(body, plan, observed, status, metrics_condition, out)
+        for event in plan.events:
+            self._event(body, event, out)
+        self._patch(body, plan, out)
+        out.refused = plan.refused
+        return out
+
+    def _apply_all(
+        self,
+        body: dict[str, Any],
+        plan: Plan,
+        observed: Observed,
+        status: SpeculativeInferenceStatus | None,
+        metrics_condition: ConditionValue | None,
+        out: Outcome,
+    ) -> Plan:
+        """The plan's applies in order, each followed by its event; an apply the API server refuses
+        (400/422) ends them, and the plan that says so replaces ``plan``."""
         for apply in plan.applies:
             try:
                 self.kube.apply(apply.manifest)
             except ApiException as exc:
                 if exc.status not in (400, 422):
                     raise
-                plan = plan_manifest_rejected(
+                return plan_manifest_rejected(
                     body, observed, self.clock(), apply, _api_message(exc),
                     status=status, metrics_condition=metrics_condition,
                 )  # fmt: skip
-                break
             metrics.WRITES.labels(apply.kind).inc()
             out.applied.append(f"{apply.kind}/{apply.name}")
             if apply.event is not None:
                 self._event(body, apply.event, out)
-        for event in plan.events:
-            self._event(body, event, out)
-        self._patch(body, plan, out)
-        out.refused = plan.refused
-        return out
+        return plan
 
     def _reconcile_hot_swap(
         self,
@@ -191,21 +204,7 @@ class Reconciler:
             metrics.WRITES.labels("Secret").inc()
             out.applied.append(f"Secret/{hs.secret}")
         plan = hs.plan
-        for apply in plan.applies:
-            try:
-                self.kube.apply(apply.manifest)
-            except ApiException as exc:
-                if exc.status not in (400, 422):
-                    raise
-                plan = plan_manifest_rejected(
-                    body, Observed(deployments={}), self.clock(), apply, _api_message(exc),
-                    status=status, metrics_condition=metrics_condition,
-                )  # fmt: skip
-                break
-            metrics.WRITES.labels(apply.kind).inc()
-            out.applied.append(f"{apply.kind}/{apply.name}")
-            if apply.event is not None:
-                self._event(body, apply.event, out)
+        plan = self._apply_all(body, plan, Observed(deployments={}), status, metrics_condition, out)
         if not plan.refused:
 
             def post(type_: str, reason: str, message: str) -> None:
