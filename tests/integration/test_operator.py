@@ -144,6 +144,14 @@ def test_drift_is_restored(api: client.ApiClient, namespace: str, start_operator
     assert reasons.count("DriftCorrected") >= 2, reasons
 
 
+def pool_sizes(api: client.ApiClient, namespace: str, name: str) -> tuple[int, int, int, int]:
+    """Speculative and baseline replicas asked for, then ready (zeros until both Deployments exist)."""
+    s, b = deployment(api, namespace, f"{name}-spec"), deployment(api, namespace, f"{name}-base")
+    if s is None or b is None:
+        return (0, 0, 0, 0)
+    return (s.spec.replicas, b.spec.replicas, s.status.ready_replicas or 0, b.status.ready_replicas or 0)
+
+
 def test_switch_with_max_surge_never_loses_a_ready_replica(
     api: client.ApiClient, namespace: str, start_operator: Any
 ) -> None:
@@ -157,10 +165,7 @@ def test_switch_with_max_surge_never_loses_a_ready_replica(
     name = "llama70b-chat"
 
     def pools() -> tuple[int, int, int, int]:
-        s, b = deployment(api, namespace, f"{name}-spec"), deployment(api, namespace, f"{name}-base")
-        if s is None or b is None:
-            return (0, 0, 0, 0)
-        return (s.spec.replicas, b.spec.replicas, s.status.ready_replicas or 0, b.status.ready_replicas or 0)
+        return pool_sizes(api, namespace, name)
 
     wait_for(lambda: pools()[2] == 2, 120, "two ready speculative replicas")
     patch_si(api, namespace, name, {"spec": {"policy": {"mode": "Baseline"}}})
@@ -197,10 +202,7 @@ def test_scale_subresource_mid_switch_keeps_one_replica_at_a_time(
     name = "llama70b-chat"
 
     def pools() -> tuple[int, int, int, int]:
-        s, b = deployment(api, namespace, f"{name}-spec"), deployment(api, namespace, f"{name}-base")
-        if s is None or b is None:
-            return (0, 0, 0, 0)
-        return (s.spec.replicas, b.spec.replicas, s.status.ready_replicas or 0, b.status.ready_replicas or 0)
+        return pool_sizes(api, namespace, name)
 
     wait_for(lambda: pools()[2] == 2, 120, "two ready speculative replicas")
     patch_si(api, namespace, name, {"spec": {"policy": {"mode": "Baseline"}}})
