@@ -122,6 +122,7 @@ class FakeKube:
     def __init__(self, *objects: dict[str, Any], pod_monitors: bool = True) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.pod_monitors = pod_monitors
+        self.unserved: set[str] = set()  # API versions this "cluster" does not serve
         self.applied: list[dict[str, Any]] = []
         self.status_patches: list[dict[str, Any]] = []
         self.events: list[Event] = []
@@ -217,6 +218,9 @@ class FakeKube:
 
     def pod_monitor_served(self) -> bool:
         return self.pod_monitors
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        return api_version not in self.unserved
 
     def get_object(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(kind, namespace, name)

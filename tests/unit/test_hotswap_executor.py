@@ -259,3 +259,20 @@ def test_stopped_before_the_sleep_the_probe_restores_the_annotation() -> None:
 def test_running_from_metrics_sums_the_engine_gauge() -> None:
     text = '# HELP x\nvllm:num_requests_running{a="1"} 2.0\nvllm:num_requests_waiting 9\nvllm:num_requests_running{a="2"} 1\n'
     assert running_from_metrics(text) == 3.0
+
+
+def test_endpoint_slices_in_the_version_the_cluster_serves() -> None:
+    """Kubernetes 1.20 (the local test world) serves EndpointSlices only at v1beta1."""
+    engines = FakeEngines()
+    kube, rec, _ = world(engines)
+    kube.unserved = {"discovery.k8s.io/v1"}
+    rec.reconcile(NAMESPACE, "demo")
+    kube.add(swap_pod("pod-1", "10.0.0.1", "baseline"))
+    engines.pod("10.0.0.1", BASE)
+    rec.reconcile(NAMESPACE, "demo")  # routes pod-1 on baseline, then swaps it to speculative
+    slices = [a for a in kube.applied if a["kind"] == "EndpointSlice"]
+    assert slices and {a["apiVersion"] for a in slices} == {"discovery.k8s.io/v1beta1"}
+    assert routed(kube, SPEC) == ["pod-1"]
+    n = len(kube.applied)
+    rec.reconcile(NAMESPACE, "demo")
+    assert kube.applied[n:] == [], "the stored v1beta1 slices are not rewritten"

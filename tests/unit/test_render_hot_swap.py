@@ -396,3 +396,20 @@ def test_render_all_kinds_and_the_placeholder_fails_closed(si: SpeculativeInfere
     assert kinds == ["ConfigMap", "Deployment", "Service", *["EndpointSlice"] * 4, "NetworkPolicy"]
     secret = render_admin_secret(si, PLACEHOLDER_TOKEN)
     assert "REPLACED-BY-THE-OPERATOR" in base64.b64decode(secret["data"]["token"]).decode()
+
+
+def test_endpoint_slices_in_the_version_the_cluster_serves(si: SpeculativeInference) -> None:
+    """v1beta1 (Kubernetes 1.17-1.20) is written as the API server stores it: only the ready
+    condition, the node in topology; else the drift check would rewrite the slices every time."""
+    pods = [SwapPod("a", "10.0.0.1", Pool.SPECULATIVE, node_name="node-1")]
+    v1 = render_endpoint_slices(si, pods)[0]
+    assert v1["apiVersion"] == "discovery.k8s.io/v1"
+    assert v1["endpoints"][0]["nodeName"] == "node-1"
+    assert v1["endpoints"][0]["conditions"] == {"ready": True, "serving": True, "terminating": False}
+    beta = render_endpoint_slices(si, pods, api_version="discovery.k8s.io/v1beta1")[0]
+    assert beta["apiVersion"] == "discovery.k8s.io/v1beta1"
+    assert beta["endpoints"][0]["conditions"] == {"ready": True}
+    assert beta["endpoints"][0]["topology"] == {"kubernetes.io/hostname": "node-1"}
+    assert "nodeName" not in beta["endpoints"][0]
+    with pytest.raises(RenderError, match="EndpointSlice API version"):
+        render_endpoint_slices(si, pods, api_version="discovery.k8s.io/v2")

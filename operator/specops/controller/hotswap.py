@@ -53,6 +53,7 @@ from specops.plan.status import ConditionValue
 from specops.render.hotswap import (
     ADMIN_PORT,
     ADMIN_TOKEN_KEY,
+    ENDPOINT_SLICE_API_VERSIONS,
     PUBLIC_PORTS,
     SwapPod,
     admin_secret_name,
@@ -200,13 +201,14 @@ class HotSwapExecutor:
     def observe(self, body: Mapping[str, Any], client: AdminClient | None) -> HotSwapObserved:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
+        slices = self.endpoint_slice_api_version()
         keys = [
             ("v1", "ConfigMap", config_map_name(name)),
             ("networking.k8s.io/v1", "NetworkPolicy", config_map_name(name)),
             ("apps/v1", "Deployment", swap_name(name)),
             ("v1", "Service", name),
             *(
-                ("discovery.k8s.io/v1", "EndpointSlice", endpoint_slice_name(name, pool, family))
+                (slices, "EndpointSlice", endpoint_slice_name(name, pool, family))
                 for pool in Pool
                 for family in ("IPv4", "IPv6")
             ),
@@ -221,7 +223,18 @@ class HotSwapExecutor:
             if client is not None and view.ip is not None and needs_probe(view):
                 view = self._probe(client, view)
             pods.append(view)
-        return HotSwapObserved(live=live, secret_exists=secret is not None, pods=tuple(pods))
+        return HotSwapObserved(
+            live=live, secret_exists=secret is not None, pods=tuple(pods), endpoint_slice_api_version=slices
+        )
+
+    def endpoint_slice_api_version(self) -> str:
+        """The first EndpointSlice version SpecOps writes that the cluster serves (v1 from 1.21)."""
+        for api_version in ENDPOINT_SLICE_API_VERSIONS:
+            if self.kube.serves(api_version, "EndpointSlice"):
+                return api_version
+        raise AdminError(
+            "the cluster serves no EndpointSlice version SpecOps writes (discovery.k8s.io/v1, v1beta1)"
+        )
 
     def _probe(self, client: AdminClient, view: SwapPodView) -> SwapPodView:
         assert view.ip is not None
@@ -304,7 +317,7 @@ class HotSwapExecutor:
             SwapPod(p.name, p.ip, awake if p.name == pod else p.awake, p.ready, p.node_name)
             for p in plan.pods
         ]
-        for manifest in render_endpoint_slices(plan.si, pods, plan.owner):
+        for manifest in render_endpoint_slices(plan.si, pods, plan.owner, plan.endpoint_slice_api_version):
             self.kube.apply(manifest)
 
     # ---------------------------------------------------------------------------------- a swap

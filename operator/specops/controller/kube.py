@@ -45,6 +45,10 @@ class KubeApi(Protocol):
 
     def pod_monitor_served(self) -> bool: ...
 
+    def serves(self, api_version: str, kind: str) -> bool:
+        """Does the API server serve ``kind`` at ``api_version`` (asked once per process)?"""
+        ...
+
     def get_object(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """Any namespaced object (the hot swap's Secret, ConfigMap, NetworkPolicy, EndpointSlices)."""
         ...
@@ -79,6 +83,7 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.dynamic = dynamic.DynamicClient(api)
         self._pod_monitor_served: bool | None = None
+        self._served: dict[tuple[str, str], bool] = {}
 
     # ------------------------------------------------------------------------------------ reads
 
@@ -123,6 +128,16 @@ class Kube:
             except Exception:
                 self._pod_monitor_served = False
         return self._pod_monitor_served
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        key = (api_version, kind)
+        if key not in self._served:
+            try:
+                self.dynamic.resources.get(api_version=api_version, kind=kind)
+                self._served[key] = True
+            except dynamic.exceptions.ResourceNotFoundError:
+                self._served[key] = False
+        return self._served[key]
 
     def get_object(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         resource = self.dynamic.resources.get(api_version=api_version, kind=kind)

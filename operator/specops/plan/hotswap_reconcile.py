@@ -49,6 +49,7 @@ from specops.plan.status import (
     with_condition,
 )
 from specops.render.hotswap import (
+    ENDPOINT_SLICE_V1,
     SwapPod,
     admin_secret_name,
     render_hot_swap_all,
@@ -133,6 +134,7 @@ class HotSwapObserved:
     live: Mapping[tuple[str, str], dict[str, Any] | None]
     secret_exists: bool
     pods: Sequence[SwapPodView] = ()
+    endpoint_slice_api_version: str = ENDPOINT_SLICE_V1  # the one the cluster serves
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,7 @@ class HotSwapPlan:
     repair: Repair | None = None
     swap: Swap | None = None
     notes: tuple[str, ...] = field(default=())
+    endpoint_slice_api_version: str = ENDPOINT_SLICE_V1
 
 
 def is_hot_swap(body: Mapping[str, Any]) -> bool:
@@ -237,7 +240,8 @@ def plan_hot_swap_reconcile(
     pods = tuple(sorted(observed.pods, key=lambda p: p.name))
 
     routed = [SwapPod(p.name, p.ip, p.awake, p.ready, p.node_name) for p in pods]
-    manifests = render_hot_swap_all(si, owner, routed)
+    slices_version = observed.endpoint_slice_api_version
+    manifests = render_hot_swap_all(si, owner, routed, endpoint_slice_api_version=slices_version)
     order = {"ConfigMap": 0, "NetworkPolicy": 1, "Deployment": 2, "Service": 3, "EndpointSlice": 4}
     manifests.sort(key=lambda m: order.get(m["kind"], 5))
     first = not stored.get("observedGeneration")
@@ -325,6 +329,7 @@ def plan_hot_swap_reconcile(
         restart=restart,
         repair=repair,
         swap=swap,
+        endpoint_slice_api_version=slices_version,
     )
 
 

@@ -440,12 +440,43 @@ def endpoint_slice_name(name: str, pool: Pool, family: str) -> str:
     return f"{name}-{pool.suffix}-{family.lower()}"
 
 
+# The EndpointSlice API versions SpecOps writes, preferred first: v1 from Kubernetes 1.21, v1beta1
+# before (1.17-1.20; removed in 1.25).  The controller writes the first one the cluster serves.
+ENDPOINT_SLICE_V1 = "discovery.k8s.io/v1"
+ENDPOINT_SLICE_V1BETA1 = "discovery.k8s.io/v1beta1"
+ENDPOINT_SLICE_API_VERSIONS = (ENDPOINT_SLICE_V1, ENDPOINT_SLICE_V1BETA1)
+
+
+def _endpoint(p: SwapPod, namespace: str | None, api_version: str) -> dict[str, Any]:
+    """One ready pod's endpoint.  v1beta1 (1.20) keeps only ``ready`` of the conditions (serving and
+    terminating are behind a feature gate that is off there) and names the node in ``topology``:
+    written as the API server stores it, so the drift check does not rewrite it every time."""
+    endpoint: dict[str, Any] = {
+        "addresses": [p.ip],
+        "conditions": {"ready": True, "serving": True, "terminating": False},
+        "targetRef": {"kind": "Pod", "name": p.name, "namespace": namespace},
+    }
+    if api_version == ENDPOINT_SLICE_V1BETA1:
+        endpoint["conditions"] = {"ready": True}
+        if p.node_name:
+            endpoint["topology"] = {"kubernetes.io/hostname": p.node_name}
+    elif p.node_name:
+        endpoint["nodeName"] = p.node_name
+    return endpoint
+
+
 def render_endpoint_slices(
-    si: SpeculativeInference, pods: Sequence[SwapPod], owner: OwnerRef | None = None
+    si: SpeculativeInference,
+    pods: Sequence[SwapPod],
+    owner: OwnerRef | None = None,
+    api_version: str = ENDPOINT_SLICE_V1,
 ) -> list[dict[str, Any]]:
     """The Service's EndpointSlices: per pool and address family, the ready pods whose engine of
     that pool is awake, at that engine's public port.  Always all four, so a pool that empties is
-    written empty rather than left stale."""
+    written empty rather than left stale.  ``api_version``: one of ``ENDPOINT_SLICE_API_VERSIONS``
+    (the one the cluster serves)."""
+    if api_version not in ENDPOINT_SLICE_API_VERSIONS:
+        raise RenderError(f"EndpointSlice API version {api_version!r} is not one SpecOps writes")
     name = si.metadata.name
     slices = []
     for pool in Pool:
@@ -458,16 +489,7 @@ def render_endpoint_slices(
                 ),
                 key=lambda p: p.name,
             )
-            endpoints = []
-            for p in members:
-                endpoint: dict[str, Any] = {
-                    "addresses": [p.ip],
-                    "conditions": {"ready": True, "serving": True, "terminating": False},
-                    "targetRef": {"kind": "Pod", "name": p.name, "namespace": si.metadata.namespace},
-                }
-                if p.node_name:
-                    endpoint["nodeName"] = p.node_name
-                endpoints.append(endpoint)
+            endpoints = [_endpoint(p, si.metadata.namespace, api_version) for p in members]
             labels = {
                 "kubernetes.io/service-name": name,
                 "endpointslice.kubernetes.io/managed-by": ENDPOINTSLICE_MANAGER,
@@ -475,7 +497,7 @@ def render_endpoint_slices(
             }
             slices.append(
                 {
-                    "apiVersion": "discovery.k8s.io/v1",
+                    "apiVersion": api_version,
                     "kind": "EndpointSlice",
                     "metadata": _metadata(
                         endpoint_slice_name(name, pool, family), si.metadata.namespace, labels, owner
@@ -493,6 +515,7 @@ def render_hot_swap_all(
     owner: OwnerRef | None = None,
     pods: Sequence[SwapPod] = (),
     operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE,
+    endpoint_slice_api_version: str = ENDPOINT_SLICE_V1,
 ) -> list[dict[str, Any]]:
     """Everything a hot-swap resource runs on, except the admin Secret (its token is the operator's):
     ConfigMap, Deployment, Service, EndpointSlices (from ``pods``), NetworkPolicy."""
@@ -500,6 +523,6 @@ def render_hot_swap_all(
         render_config_map(si, owner),
         render_swap_deployment(si, owner),
         render_swap_service(si, owner),
-        *render_endpoint_slices(si, pods, owner),
+        *render_endpoint_slices(si, pods, owner, endpoint_slice_api_version),
         render_network_policy(si, owner, operator_namespace),
     ]
