@@ -127,7 +127,7 @@ def test_the_drain_is_bounded_by_the_grace() -> None:
     engines.pod("10.0.0.1", BASE)
     engines.running[("10.0.0.1", BASE)] = [5.0]  # a request that never ends
     rec.reconcile(NAMESPACE, "demo")
-    assert clock.t == 60
+    assert clock.t == SwapTimings().route_settle_seconds + 60  # the routing pause, then the grace
     assert annotations(kube, "pod-1")[AWAKE_ANNOTATION] == "speculative"
 
 

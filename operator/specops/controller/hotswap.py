@@ -4,7 +4,8 @@
 annotation does not say which engine is awake, asks ``plan_hot_swap_reconcile`` and executes it.
 A swap (``run_swap``), one replica at a time:
 
-(a) the EndpointSlices without the pod (clients routed away); the pod annotated ``swapping``;
+(a) the EndpointSlices without the pod (clients routed away); the pod annotated ``swapping``; a
+    pause (``route_settle_seconds``) for the clients' proxies to see it;
 (b) the drain: until the awake engine's ``vllm:num_requests_running`` is 0, at most ``drain_seconds``
     (the pod's termination grace);
 (c) ``POST /<from>/sleep`` on the admin port (nginx fixes level 1);
@@ -153,10 +154,14 @@ class HttpAdmin:
 @dataclass(frozen=True, slots=True)
 class SwapTimings:
     """``drain_seconds``: the longest wait for in-flight requests (the pod's termination grace);
-    ``poll_seconds``: between two reads of the running requests."""
+    ``poll_seconds``: between two reads of the running requests; ``route_settle_seconds``: the wait
+    after the EndpointSlices drop a pod, before its drain is read, for the clients' proxies
+    (kube-proxy, a gateway) to stop sending it new requests: one that still arrived after the
+    engine went to sleep would wait in its queue until the next wake."""
 
     drain_seconds: float = float(TERMINATION_GRACE_SECONDS)
     poll_seconds: float = 1.0
+    route_settle_seconds: float = 2.0
 
 
 @dataclass
@@ -342,6 +347,7 @@ class HotSwapExecutor:
         ip, src, dst = view.ip, swap.from_pool, swap.to_pool
         self._route(plan, view.name, None)  # (a)
         self.kube.patch_pod_annotations(namespace, view.name, {AWAKE_ANNOTATION: SWAPPING})
+        self._sleep(self.timings.route_settle_seconds)
         self._drain(client, ip, src)  # (b)
         try:
             client.sleep(ip, src)  # (c)

@@ -166,18 +166,47 @@ async def run_load(
 
 
 def endpoints_resolver(api: Any, namespace: str, service: str) -> Resolver:
-    """Ready pods selected by a Service, as ``ip:port`` (what kube-proxy would route to).
+    """Where a Service routes, as ``ip:port`` (what kube-proxy would route to).
 
-    Read from the pods, not the Endpoints object: pods here get loopback IPs (127.b.x.y), which
-    the API server refuses in Endpoints, so the controller-manager cannot write them.
+    A Service with a selector: its ready pods, read from the pods, not the Endpoints object (pods
+    here get loopback IPs, 127.b.x.y, which the API server refuses in Endpoints, so the
+    controller-manager cannot write them).  A Service without one (the HotSwap strategy's): the
+    ready endpoints of the EndpointSlices labelled with its name, as whoever manages them wrote
+    them, at the slice's port whose name matches the Service port's.
     """
-    from kubernetes import client
+    from kubernetes import client, dynamic
 
     core = client.CoreV1Api(api)
+    slices_api: list[Any] = []  # the EndpointSlice resource, found on first use
+
+    def from_slices(port_name: str | None) -> list[str]:
+        if not slices_api:
+            discovery = dynamic.DynamicClient(api)
+            for version in ("discovery.k8s.io/v1", "discovery.k8s.io/v1beta1"):
+                try:
+                    slices_api.append(discovery.resources.get(api_version=version, kind="EndpointSlice"))
+                    break
+                except dynamic.exceptions.ResourceNotFoundError:
+                    continue
+        listing = slices_api[0].get(
+            namespace=namespace, label_selector=f"kubernetes.io/service-name={service}"
+        )
+        out: list[str] = []
+        for item in listing.to_dict().get("items") or []:
+            port = next((p["port"] for p in item.get("ports") or [] if p.get("name") == port_name), None)
+            if port is None:
+                continue
+            for endpoint in item.get("endpoints") or []:
+                if (endpoint.get("conditions") or {}).get("ready") is False:
+                    continue
+                out.extend(f"{address}:{port}" for address in endpoint.get("addresses") or [])
+        return sorted(out)
 
     def resolve() -> list[str]:
         try:
             svc = core.read_namespaced_service(service, namespace)
+            if not svc.spec.selector:
+                return from_slices(svc.spec.ports[0].name if svc.spec.ports else None)
             selector = ",".join(f"{k}={v}" for k, v in (svc.spec.selector or {}).items())
             pods = core.list_namespaced_pod(namespace, label_selector=selector).items
         except Exception:

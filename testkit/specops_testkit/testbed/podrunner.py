@@ -8,14 +8,39 @@ clients find a Service's ready pods through its selector, as ``loadgen.endpoints
 writes pod status like a kubelet (Running; Ready only once the emulator answers /health), adds and
 removes the pod as a Prometheus target, restarts a crashed emulator, and stops it when the pod is
 deleted (finishing the graceful deletion a kubelet would confirm).
+
+A pod of the HotSwap strategy (``specops.render.hotswap``: label ``specops.dev/pool: hot-swap``)
+runs as its containers say, with three stand-ins a real node would not need:
+
+* **volumes**: its ConfigMap and Secret volumes are written to files under the pod's run directory,
+  and every path under a mount point is rewritten to them (in the command and in those files);
+* **the pod's network namespace**: the pod gets a second loopback address of its own that stands
+  for its ``127.0.0.1``; the engines, the launcher and nginx's upstreams use it, and nginx listens
+  on the pod IP (``listen N`` becomes ``listen <pod ip>:N``).  So, as in a real pod, only nginx's
+  ports are on the pod IP: the engines' own ports are not reachable there;
+* **the image**: ``vllm`` and ``python3`` on the launcher's PATH are the emulator and this
+  interpreter, and the proxy container runs the host's nginx with the rendered configuration
+  included in a minimal main file (the official image's ``nginx.conf`` includes ``conf.d/*.conf``
+  the same way).
+
+The launcher script runs unchanged otherwise (both engines, one after the other, the first put to
+sleep before the second starts), the engines share one GPU-memory ledger per pod (emulator/sleep.py;
+reset when the container restarts, as a dead process's GPU memory is freed), readiness is the
+engines container's exec probe plus the proxy's TCP probe, and Prometheus scrapes each engine
+through its public nginx port, labelled with its pool, as the rendered PodMonitor says.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import itertools
 import logging
 import os
 import random
+import re
+import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -31,14 +56,17 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from specops.api.catalog import GPUS
+from specops.render.hotswap import PROXY_CONTAINER, PUBLIC_PORT_NAMES, SWAP_POOL
 from specops.render.manifests import LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY
 from specops.vllm.dialect import format_version, parse_version
+from specops_testkit.emulator.sleep import ENV_GPU_LEDGER
 from specops_testkit.testbed.processes import start_process, stop_process
 from specops_testkit.testbed.prometheus import LocalPrometheus
 
 log = logging.getLogger("specops_testkit.testbed.podrunner")
 NODE_NAME = "specops-gpu-0"
 GPU_TYPE_LABEL = "specops.dev/gpu-type"
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 
 def _now() -> str:
@@ -72,6 +100,17 @@ class RunningPod:
     restarts: int = 0
     restart_at: float | None = None  # CrashLoopBackOff: when the next start may happen
     started_at: str = field(default_factory=_now)
+    # The main container's full command (None: the emulator with ``args``).
+    argv: list[str] | None = None
+    # A HotSwap pod: its nginx sidecar, its exec/TCP readiness probes, its scrape ports by pool.
+    sidecar: list[str] | None = None
+    sidecar_proc: subprocess.Popen[bytes] | None = None
+    ready_exec: list[str] | None = None
+    ready_tcp: int | None = None
+    probe_period: float = 0.0
+    next_probe: float = 0.0
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # pool -> port on the pod IP
+    ledger: Path | None = None
 
     @property
     def key(self) -> str:
@@ -234,6 +273,9 @@ class PodRunner:
     # ------------------------------------------------------------------------------ processes
 
     def _launch(self, pod: Any) -> None:
+        if (pod.metadata.labels or {}).get(LABEL_POOL) == SWAP_POOL:
+            self._launch_hot_swap(pod)
+            return
         container = pod.spec.containers[0]
         port = next((p.container_port for p in container.ports or []), 8000)
         version = version_from_image(container.image or "", self.default_version)
@@ -263,12 +305,150 @@ class PodRunner:
         self._spawn(running)
         self._write_status(running)
 
+    # --------------------------------------------------------------------------- hot-swap pods
+
+    def _volume_files(self, pod: Any, pod_dir: Path) -> dict[str, dict[str, bytes]]:
+        """Each ConfigMap and Secret volume's files (name -> key -> bytes); a missing one raises
+        (like a kubelet, the pod waits: the watch retries)."""
+        out: dict[str, dict[str, bytes]] = {}
+        ns = pod.metadata.namespace
+        for volume in pod.spec.volumes or []:
+            if volume.config_map is not None:
+                cm = self.core.read_namespaced_config_map(volume.config_map.name, ns)
+                out[volume.name] = {k: v.encode() for k, v in (cm.data or {}).items()}
+            elif volume.secret is not None:
+                secret = self.core.read_namespaced_secret(volume.secret.secret_name, ns)
+                out[volume.name] = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        return out
+
+    def _shims(self) -> Path:
+        """``vllm`` (the emulator) and ``python3`` (this interpreter), as the vLLM image has them."""
+        shims = self.run_dir / "shims"
+        shims.mkdir(parents=True, exist_ok=True)
+        for name, line in (
+            # Its parent is the launcher, which dies with the runner (processes.py): the emulator
+            # stops when its parent changes.
+            (
+                "vllm",
+                "export SPECOPS_EMULATOR_PARENT_PID=$PPID\n"
+                f'exec "{sys.executable}" -m specops_testkit.emulator vllm "$@"',
+            ),
+            ("python3", f'exec "{sys.executable}" "$@"'),
+        ):
+            path = shims / name
+            path.write_text(f"#!/bin/sh\n{line}\n")
+            path.chmod(0o755)
+        return shims
+
+    def _launch_hot_swap(self, pod: Any) -> None:
+        """Both engines (the rendered launcher) and the nginx sidecar of a HotSwap pod."""
+        if NGINX is None:
+            raise RuntimeError("a HotSwap pod needs nginx (hack/setup-testbed.sh installs it)")
+        key = f"{pod.metadata.namespace}_{pod.metadata.name}"
+        pod_dir = self.run_dir / "pods" / key
+        files = self._volume_files(pod, pod_dir)  # before anything is recorded: may raise
+        ip, local_ip = next(self._ips), next(self._ips)
+        mounts: dict[str, Path] = {}
+        for container in pod.spec.containers:
+            for vm in container.volume_mounts or []:
+                if vm.name in files:
+                    local = pod_dir / "volumes" / vm.name
+                    mounts[vm.mount_path] = local / vm.sub_path if vm.sub_path else local
+
+        def translate(text: str) -> str:
+            for path in sorted(mounts, key=len, reverse=True):
+                text = text.replace(path, str(mounts[path]))
+            text = text.replace("127.0.0.1", local_ip)
+            return re.sub(r"\blisten (\d+);", rf"listen {ip}:\1;", text)
+
+        for volume, data in files.items():
+            (pod_dir / "volumes" / volume).mkdir(parents=True, exist_ok=True)
+            for name, raw in data.items():
+                with contextlib.suppress(UnicodeDecodeError):  # text is translated, bytes kept
+                    raw = translate(raw.decode()).encode()
+                (pod_dir / "volumes" / volume / name).write_bytes(raw)
+        engines = next(c for c in pod.spec.containers if c.name != PROXY_CONTAINER)
+        proxy = next(c for c in pod.spec.containers if c.name == PROXY_CONTAINER)
+        version = version_from_image(engines.image or "", self.default_version)
+        nginx_dir = pod_dir / "nginx"
+        nginx_dir.mkdir(parents=True, exist_ok=True)
+        includes = "".join(
+            f"  include {local};\n"
+            for path, local in sorted(mounts.items())
+            if path.startswith("/etc/nginx/conf.d/")
+        )
+        (nginx_dir / "nginx.conf").write_text(
+            f"daemon off;\nworker_processes 1;\npid {nginx_dir}/nginx.pid;\n"
+            f"error_log {nginx_dir}/error.log;\n"
+            f"events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {nginx_dir};\n"
+            f"  proxy_temp_path {nginx_dir};\n{includes}}}\n"
+        )
+        ports = {p.name: p.container_port for p in proxy.ports or []}
+        probe = engines.readiness_probe
+        probe_exec = getattr(probe, "_exec", None) or getattr(probe, "var_exec", None)
+        tcp = getattr(getattr(proxy.readiness_probe, "tcp_socket", None), "port", None)
+        running = RunningPod(
+            namespace=pod.metadata.namespace,
+            name=pod.metadata.name,
+            uid=pod.metadata.uid,
+            ip=ip,
+            port=0,
+            labels=dict(pod.metadata.labels or {}),
+            container=engines.name,
+            grace_seconds=float(pod.spec.termination_grace_period_seconds or 30),
+            prestop_sleep=_prestop_sleep(engines),
+            args=[],
+            argv=[translate(a) for a in [*(engines.command or []), *(engines.args or [])]],
+            env={
+                **{e.name: e.value or "" for e in engines.env or []},
+                "PATH": f"{self._shims()}:{os.environ.get('PATH', '')}",
+                "SPECOPS_EMULATOR_HOST": local_ip,
+                "SPECOPS_EMULATOR_VLLM_VERSION": version,
+                "SPECOPS_EMULATOR_GPU_MEMORY_GIB": f"{GPUS[self.gpu_type].memory_gib:g}",
+                "SPECOPS_EMULATOR_SEED": str(zlib.crc32(pod.metadata.name.encode())),
+                ENV_GPU_LEDGER: str(pod_dir / "gpu-ledger.json"),
+                **self.emulator_env,
+            },
+            sidecar=[NGINX, "-c", str(nginx_dir / "nginx.conf"), "-p", str(nginx_dir)],
+            ready_exec=[translate(a) for a in probe_exec.command] if probe_exec is not None else None,
+            ready_tcp=ports.get(tcp, tcp) if isinstance(tcp, str) else tcp,
+            probe_period=float(probe.period_seconds or 10) if probe else 10.0,
+            metrics_ports={pool: ports[name] for pool, name in PUBLIC_PORT_NAMES.items() if name in ports},
+            ledger=pod_dir / "gpu-ledger.json",
+        )
+        self.pods[running.key] = running
+        self._spawn(running)
+        self._write_status(running)
+
+    def _probe_hot_swap(self, pod: RunningPod) -> bool:
+        """The engines container's exec probe and the proxy's TCP probe, every probe period."""
+        if pod.ready_tcp is not None:
+            try:
+                with socket.create_connection((pod.ip, pod.ready_tcp), timeout=1):
+                    pass
+            except OSError:
+                return False
+        if pod.ready_exec is None:
+            return True
+        env = {**os.environ, **pod.env}
+        try:
+            done = subprocess.run(pod.ready_exec, env=env, capture_output=True, timeout=10, check=False)
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode == 0
+
     def _spawn(self, pod: RunningPod) -> None:
         env = {**os.environ, **pod.env}
         logfile = self.run_dir / "pods" / f"{pod.key}.log"
+        if pod.ledger is not None:
+            pod.ledger.unlink(missing_ok=True)  # a dead engine's GPU memory is free again
+        argv = pod.argv or [sys.executable, "-m", "specops_testkit.emulator", *pod.args]
         # Started from the runner's watch or supervision thread, which live as long as the runner:
         # an emulator dies with the runner's process however that ends (processes.py).
-        pod.proc = start_process([sys.executable, "-m", "specops_testkit.emulator", *pod.args], logfile, env)
+        pod.proc = start_process(argv, logfile, env)
+        if pod.sidecar is not None and (pod.sidecar_proc is None or pod.sidecar_proc.poll() is not None):
+            pod.sidecar_proc = start_process(pod.sidecar, self.run_dir / "pods" / f"{pod.key}.proxy.log", env)
+        pod.next_probe = 0.0
         pod.ready = False
         pod.started_at = _now()
         log.info("started %s/%s on %s:%d (pid %d)", pod.namespace, pod.name, pod.ip, pod.port, pod.proc.pid)
@@ -276,11 +456,28 @@ class PodRunner:
     def _kill(self, pod: RunningPod, grace: float = 5.0, prestop: float = 0.0) -> None:
         if prestop > 0:
             time.sleep(prestop)  # the preStop hook: still serving while clients notice
-        if self.prometheus is not None:
-            self.prometheus.remove_target(pod.key)
+        self._remove_targets(pod)
         proc, pod.proc = pod.proc, None
         if proc is not None and proc.poll() is None:
             stop_process(proc.pid, timeout=grace)
+        sidecar, pod.sidecar_proc = pod.sidecar_proc, None
+        if sidecar is not None and sidecar.poll() is None:
+            stop_process(sidecar.pid, timeout=5)
+
+    def _targets(self, pod: RunningPod) -> dict[str, tuple[str, dict[str, str]]]:
+        """Prometheus targets: the pod's port, or each engine's public port labelled by its pool."""
+        labels = self.target_labels(pod)
+        if not pod.metrics_ports:
+            return {pod.key: (f"{pod.ip}:{pod.port}", labels)}
+        return {
+            f"{pod.key}_{pool}": (f"{pod.ip}:{port}", {**labels, "specops_pool": str(pool)})
+            for pool, port in pod.metrics_ports.items()
+        }
+
+    def _remove_targets(self, pod: RunningPod) -> None:
+        if self.prometheus is not None:
+            for key in self._targets(pod):
+                self.prometheus.remove_target(key)
 
     def _forget(self, pod: RunningPod, graceful: bool = False) -> None:
         """Stop a pod's process.  Graceful, like a kubelet: SIGTERM (the server stops accepting and
@@ -324,8 +521,7 @@ class PodRunner:
                 log.warning("%s exited with %s; restarting in %.0f s", pod.key, pod.proc.returncode, delay)
                 pod.restart_at = now + delay
                 pod.ready = False
-                if self.prometheus is not None:
-                    self.prometheus.remove_target(pod.key)
+                self._remove_targets(pod)
                 self._write_status(pod)
                 return
             if now < pod.restart_at:
@@ -335,7 +531,17 @@ class PodRunner:
             self._spawn(pod)
             self._write_status(pod)
             return
-        healthy = self._healthy(pod)
+        if pod.sidecar_proc is not None and pod.sidecar_proc.poll() is not None and pod.sidecar is not None:
+            log.warning("%s: the proxy exited with %s; restarting it", pod.key, pod.sidecar_proc.returncode)
+            pod.sidecar_proc = start_process(pod.sidecar, self.run_dir / "pods" / f"{pod.key}.proxy.log")
+        if pod.argv is not None:  # probes of their own, each probe period
+            now = time.monotonic()
+            if now < pod.next_probe:
+                return
+            pod.next_probe = now + pod.probe_period
+            healthy = self._probe_hot_swap(pod)
+        else:
+            healthy = self._healthy(pod)
         if healthy != pod.ready:
             pod.ready = healthy
             try:
@@ -345,9 +551,10 @@ class PodRunner:
                 raise
             if self.prometheus is not None:
                 if healthy:
-                    self.prometheus.set_target(pod.key, f"{pod.ip}:{pod.port}", self.target_labels(pod))
+                    for key, (address, labels) in self._targets(pod).items():
+                        self.prometheus.set_target(key, address, labels)
                 else:
-                    self.prometheus.remove_target(pod.key)
+                    self._remove_targets(pod)
 
     @staticmethod
     def _healthy(pod: RunningPod) -> bool:
