@@ -419,6 +419,14 @@ def run(
     lease_retry_period: Annotated[
         float, typer.Option(help="Seconds between attempts to renew or take the Lease.")
     ] = 2.0,
+    read_cache: Annotated[
+        bool,
+        typer.Option(
+            "--read-cache/--no-read-cache",
+            help="Read the resources and their objects from watches (no GET per reconcile); off: a GET "
+            "per object at every reconcile and evaluation.",
+        ),
+    ] = True,
 ) -> None:
     """Run the operator."""
     from specops.controller.main import OperatorOptions, prometheus_allowlist
@@ -456,6 +464,7 @@ def run(
         lease_duration=lease_duration,
         lease_renew_deadline=lease_renew_deadline,
         lease_retry_period=lease_retry_period,
+        read_cache=read_cache,
     )
     try:
         prometheus_allowlist(opts)

@@ -23,10 +23,21 @@ NAMESPACED: set[Perm] = (
     perms("specops.dev", "speculativeinferences", ["get", "list", "watch"])
     | perms("specops.dev", "speculativeinferences/status", ["patch"])
     | perms("apps", "deployments", ["get", "list", "watch", "create", "patch"])
-    | perms("", "services", ["get", "create", "patch"])
+    | perms("", "services", ["get", "list", "watch", "create", "patch"])
     | perms("", "events", ["create"])
 )
-POD_MONITORS: set[Perm] = perms("monitoring.coreos.com", "podmonitors", ["get", "create", "patch"])
+POD_MONITORS: set[Perm] = perms(
+    "monitoring.coreos.com", "podmonitors", ["get", "list", "watch", "create", "patch"]
+)
+# GETs of what the read cache (specops.controller.cache) holds: sent only when the cache cannot
+# answer (before its first list, after a watch error, just after the operator's own write), so a
+# lifecycle may or may not use them.  Granted, but not required to be used.
+CACHE_FALLBACK_GETS: set[Perm] = {
+    ("specops.dev", "speculativeinferences", "get", ""),
+    ("apps", "deployments", "get", ""),
+    ("", "services", "get", ""),
+    ("monitoring.coreos.com", "podmonitors", "get", ""),
+}
 # Cluster-scoped, in a ClusterRole in both modes.
 CLUSTER_SCOPED: set[Perm] = perms("apiextensions.k8s.io", "customresourcedefinitions", ["list", "watch"])
 WEBHOOKS: set[Perm] = {

@@ -259,6 +259,8 @@ def test_args_follow_values(render: Any) -> None:
     ]
     assert [a for a in args if a.startswith("--namespace")] == ["--namespace=serving", "--namespace=batch"]
     assert "--verbose" in args
+    assert "--no-read-cache" not in args
+    assert "--no-read-cache" in container(render({"operator": {"readCache": False}}))["args"]
     c = container(render(VALUE_SETS["cert-manager"], namespace="ops"))
     assert "--webhook-service=ops/specops-webhook:9443" in c["args"]
     assert {"--webhook-cert=/etc/specops/webhook/tls.crt", "--webhook-key=/etc/specops/webhook/tls.key",

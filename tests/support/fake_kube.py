@@ -234,7 +234,9 @@ class FakeKube:
             and all((obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
         ]
 
-    def patch_pod_annotations(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+    def patch_pod_annotations(
+        self, namespace: str, name: str, annotations: dict[str, str | None]
+    ) -> str | None:
         write = Write("patch_pod", "Pod", name)
         self._before(write)
         pod = self.objects.get(("Pod", namespace, name))
@@ -242,8 +244,8 @@ class FakeKube:
             raise ApiException(status=404, reason="Not Found")
         meta = pod["metadata"]
         meta["annotations"] = merge_patch(meta.get("annotations") or {}, annotations)
-        self._bump(pod)
         self.writes.append(write)
+        return self._bump(pod)
 
     def delete_pod(self, namespace: str, name: str) -> None:
         write = Write("delete_pod", "Pod", name)
@@ -253,7 +255,7 @@ class FakeKube:
 
     # --------------------------------------------------------------------------- writes
 
-    def apply(self, manifest: dict[str, Any]) -> None:
+    def apply(self, manifest: dict[str, Any]) -> str | None:
         meta = manifest["metadata"]
         write = Write("apply", manifest["kind"], meta["name"])
         self._before(write)
@@ -281,10 +283,11 @@ class FakeKube:
                              "availableReplicas": replicas}  # fmt: skip
         elif live is not None and "status" in live:
             obj["status"] = live["status"]
-        self._bump(obj)
+        rv = self._bump(obj)
         self.objects[key] = obj
         self.applied.append(copy.deepcopy(manifest))
         self.writes.append(write)
+        return rv
 
     def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None

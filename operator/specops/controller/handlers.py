@@ -18,9 +18,10 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
+from specops.api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from specops.checks.admission import review, review_scale
 from specops.controller import metrics
+from specops.controller.cache import DEPLOYMENT, ReadCache
 from specops.controller.evaluator import Evaluator
 from specops.controller.kube import NotLeaderError
 from specops.controller.leader import LeaderElector
@@ -68,8 +69,12 @@ def register(
     webhooks: bool = True,
     allowed_prometheus_urls: Collection[str] | None = None,
     leadership: LeaderElector | None = None,
+    cache: ReadCache | None = None,
 ) -> None:
     """``allowed_prometheus_urls``: what spec.policy.prometheusUrl may name (None: anything).
+
+    ``cache``: the reconciler's read cache, started and stopped with the operator; each event
+    handled here tells it the version it saw, so the reconcile it triggers reads at least that.
 
     ``leadership``: with leader election, every replica watches and tracks resources and serves
     the webhook, but only the Lease's holder reconciles and evaluates; the webhooks are persistent
@@ -103,10 +108,14 @@ def register(
             )
 
     @kopf.on.event(*RESOURCE, registry=registry)
-    async def resource_event(type: str, namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> None:
+    async def resource_event(
+        type: str, namespace: str | None, name: str, spec: kopf.Spec, body: kopf.Body, **_: Any
+    ) -> None:
         # type None is the initial listing at start-up: that is the "resume" of a restarted operator.
         if namespace is None:
             return
+        if cache is not None and type != "DELETED":
+            cache.expect(KIND, namespace, name, body.get("metadata", {}).get("resourceVersion"))
         if type == "DELETED":
             known.discard((namespace, name))
             if evaluator is not None:
@@ -138,6 +147,8 @@ def register(
 
     @kopf.on.startup(registry=registry)
     async def start_loops(memo: kopf.Memo, **_: Any) -> None:
+        if cache is not None:
+            await asyncio.to_thread(cache.start)
         memo["tasks"] = [asyncio.create_task(resync_loop())]
         if evaluator is not None:
             memo["tasks"].append(asyncio.create_task(evaluation_loop(evaluator, acting=acting)))
@@ -152,6 +163,8 @@ def register(
         if "leader_stop" in memo:  # give the Lease up, so the next replica starts at once
             memo["leader_stop"].set()
             await asyncio.to_thread(memo["leader_thread"].join, 10)
+        if cache is not None:
+            await asyncio.to_thread(cache.stop)
 
     owned = {LABEL_MANAGED_BY: MANAGED_BY}
 
@@ -159,7 +172,10 @@ def register(
     async def owned_deployment_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
         # Deleted or edited pools are restored, and readiness reaches status, without waiting.
         owner = _owner_name(body)
-        if owner is not None:
+        if owner is not None and namespace is not None:
+            if cache is not None:
+                meta = body.get("metadata", {})
+                cache.expect(DEPLOYMENT, namespace, meta.get("name", ""), meta.get("resourceVersion"))
             await reconcile(namespace, owner)
 
     if not webhooks:

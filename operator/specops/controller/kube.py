@@ -1,7 +1,9 @@
 """The operator's Kubernetes I/O: reads, server-side apply, status patches and Events.
 
 Every write goes through here, with one field manager, so it is easy to see (and to count) what the
-operator writes.  Blocking client calls; the handlers run them in threads.
+operator writes; every read request sent is counted too (``specops_api_reads_total``).  Blocking
+client calls; the handlers run them in threads.  ``specops.controller.cache.CachedKube`` answers
+the reads from watches and hands the writes to ``Kube``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from specops.controller import metrics
 
 FIELD_MANAGER = "specops"
 log = logging.getLogger("specops.kube")
@@ -57,13 +60,18 @@ class KubeApi(Protocol):
         """The pods whose labels include ``labels`` (with their status: IP, conditions)."""
         ...
 
-    def patch_pod_annotations(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
-        """A merge patch of a pod's annotations (None deletes one)."""
+    def patch_pod_annotations(
+        self, namespace: str, name: str, annotations: dict[str, str | None]
+    ) -> str | None:
+        """A merge patch of a pod's annotations (None deletes one); the pod's new resourceVersion
+        (None when not known), so a read cache can tell when it has seen the write."""
         ...
 
     def delete_pod(self, namespace: str, name: str) -> None: ...
 
-    def apply(self, manifest: dict[str, Any]) -> None: ...
+    def apply(self, manifest: dict[str, Any]) -> str | None:
+        """Server-side apply; the object's resourceVersion after it (None when not known)."""
+        ...
 
     def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
@@ -87,10 +95,11 @@ class Kube:
 
     # ------------------------------------------------------------------------------------ reads
 
-    def _read(self, read: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+    def _read(self, kind: str, read: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
         """An object as a plain dict (its JSON as the API server sent it), or None when it does
         not exist.  The client's typed models are skipped: building one and turning it back into a
         dict cost twice the request itself, and every reconcile and evaluation reads several."""
+        metrics.API_READS.labels("get", kind).inc()
         try:
             resp = read(*args, _preload_content=False)
         except ApiException as exc:
@@ -101,16 +110,19 @@ class Kube:
         return obj
 
     def get_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._read(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+        return self._read(
+            KIND, self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+        )
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._read(self.apps.read_namespaced_deployment, name, namespace)
+        return self._read("Deployment", self.apps.read_namespaced_deployment, name, namespace)
 
     def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._read(self.core.read_namespaced_service, name, namespace)
+        return self._read("Service", self.core.read_namespaced_service, name, namespace)
 
     def get_pod_monitor(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read(
+            "PodMonitor",
             self.custom.get_namespaced_custom_object,
             "monitoring.coreos.com",
             "v1",
@@ -141,6 +153,7 @@ class Kube:
 
     def get_object(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        metrics.API_READS.labels("get", kind).inc()
         try:
             obj = resource.get(name=name, namespace=namespace)
         except ApiException as exc:
@@ -152,15 +165,21 @@ class Kube:
 
     def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        metrics.API_READS.labels("list", "Pod").inc()
         resp: Any = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
         items: list[dict[str, Any]] = json.loads(resp.data).get("items") or []
         return items
 
     # ----------------------------------------------------------------------------------- writes
 
-    def patch_pod_annotations(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+    def patch_pod_annotations(
+        self, namespace: str, name: str, annotations: dict[str, str | None]
+    ) -> str | None:
         self._fence(f"annotations of pod {namespace}/{name}")
-        self.core.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": annotations}})
+        resp: Any = self.core.patch_namespaced_pod(
+            name, namespace, {"metadata": {"annotations": annotations}}, _preload_content=False
+        )
+        return _resource_version(json.loads(resp.data))
 
     def delete_pod(self, namespace: str, name: str) -> None:
         self._fence(f"pod {namespace}/{name}")
@@ -176,16 +195,17 @@ class Kube:
         if self.may_write is not None and not self.may_write():
             raise NotLeaderError(f"not the leader: {what} not written")
 
-    def apply(self, manifest: dict[str, Any]) -> None:
+    def apply(self, manifest: dict[str, Any]) -> str | None:
         self._fence(f"{manifest['kind']} {manifest['metadata']['name']}")
         resource = self.dynamic.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
-        resource.server_side_apply(
+        out = resource.server_side_apply(
             body=manifest,
             name=manifest["metadata"]["name"],
             namespace=manifest["metadata"].get("namespace"),
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
         )
+        return _resource_version(out.to_dict()) if out is not None else None
 
     def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
@@ -234,6 +254,11 @@ class Kube:
             log.warning(
                 "could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc.reason
             )
+
+
+def _resource_version(obj: Any) -> str | None:
+    rv = (obj.get("metadata") or {}).get("resourceVersion") if isinstance(obj, dict) else None
+    return str(rv) if rv else None
 
 
 def _kube_is_a_kube_api(kube: Kube) -> KubeApi:

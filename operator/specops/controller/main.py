@@ -17,6 +17,7 @@ from kubernetes import config as kube_config
 
 from specops import __version__
 from specops.checks.admission import normalise_prometheus_url
+from specops.controller.cache import CachedKube, cached_kube
 from specops.controller.certs import make_self_signed
 from specops.controller.evaluator import Evaluator
 from specops.controller.handlers import register
@@ -65,6 +66,8 @@ class OperatorOptions:
     lease_duration: float = 15.0
     lease_renew_deadline: float = 10.0
     lease_retry_period: float = 2.0
+    # Reads from watches (specops.controller.cache) instead of a GET per object per reconcile.
+    read_cache: bool = True
 
     def lease_settings(self) -> LeaseSettings:
         return LeaseSettings(
@@ -173,8 +176,10 @@ def build(opts: OperatorOptions) -> tuple[kopf.OperatorRegistry, kopf.OperatorSe
         leadership = LeaderElector(api, lease)
         # Each replica's requests carry its identity (audit logs tell the replicas apart).
         api.user_agent = f"specops/{__version__} ({lease.identity})"
+    kube = Kube(api, may_write=leadership.is_leader if leadership is not None else None)
+    reads: Kube | CachedKube = cached_kube(kube, tuple(opts.namespaces)) if opts.read_cache else kube
     reconciler = Reconciler(
-        Kube(api, may_write=leadership.is_leader if leadership is not None else None),
+        reads,
         status_refresh_seconds=opts.status_refresh_seconds,
         figure_writes=figure_write_budget(opts.status_figure_writes_per_second),
     )
@@ -199,6 +204,7 @@ def build(opts: OperatorOptions) -> tuple[kopf.OperatorRegistry, kopf.OperatorSe
         webhooks=opts.webhooks,
         allowed_prometheus_urls=allowed_urls,
         leadership=leadership,
+        cache=reads.cache if isinstance(reads, CachedKube) else None,
     )
 
     cfg = api.configuration

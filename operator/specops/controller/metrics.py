@@ -21,6 +21,12 @@ PROMETHEUS_QUERIES = Counter("specops_prometheus_queries", "Queries sent to Prom
 PROMETHEUS_ERRORS = Counter("specops_prometheus_errors", "Failed Prometheus queries.", ["kind"])
 MODE = Gauge("specops_mode", "1 for the current mode of each resource.", ["namespace", "name", "mode"])
 WRITES = Counter("specops_writes", "Write requests the operator made.", ["kind"])
+API_READS = Counter(
+    "specops_api_reads",
+    "Read requests sent to the API server, by verb (get, list, watch) and kind: with the read cache "
+    "(specops.controller.cache) a steady reconcile or evaluation of a Restart/Surge resource sends none.",
+    ["verb", "kind"],
+)
 FIGURE_WRITES_DEFERRED = Counter(
     "specops_status_figure_writes_deferred",
     "Status writes of fresh figures only, put off by the figure-write rate limit.",
