@@ -7,6 +7,9 @@ integration test runs them on a real one."""
 from __future__ import annotations
 
 import copy
+import json
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -337,3 +340,79 @@ def test_pods_are_listed_from_the_cache_once_it_holds_the_hot_swaps_writes() -> 
     # Pods outside the cached selection are never answered from it.
     cached.list_pods("serving", {"specops.dev/pool": "hot-swap"})
     assert len(kube.reads) == 3
+
+
+# ------------------------------------------------------------------- the informer's own thread
+
+
+class _Response:
+    """A client response: a list's body, or a watch's lines (then, optionally, a wait)."""
+
+    def __init__(self, data: Any = None, events: tuple[dict[str, Any], ...] = (), hold: Any = None) -> None:
+        self.status = 200
+        self.data = json.dumps(data).encode() if data is not None else b""
+        self._events = events
+        self._hold = hold
+
+    def stream(self, amt: Any = None, decode_content: bool = False) -> Any:
+        for event in self._events:
+            yield (json.dumps(event) + "\n").encode()
+        if self._hold is not None:
+            self._hold.wait(5)
+
+    def close(self) -> None:
+        pass
+
+    def release_conn(self) -> None:
+        pass
+
+
+def _si(name: str, version: str) -> dict[str, Any]:
+    return {"metadata": {"namespace": "serving", "name": name, "resourceVersion": version}, "spec": {}}
+
+
+class _Server:
+    """Answers an informer's list and watch calls from a script, recording how it was called."""
+
+    def __init__(self, lists: list[Any], watches: list[tuple[dict[str, Any], ...]]) -> None:
+        self.lists, self.watches = lists, watches
+        self.calls: list[dict[str, Any]] = []
+        self.done = threading.Event()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Response:
+        self.calls.append(kwargs)
+        if kwargs.get("watch"):
+            if self.watches:
+                return _Response(events=self.watches.pop(0))
+            return _Response(hold=self.done)  # nothing more happens
+        return _Response(data=self.lists.pop(0))
+
+
+def test_the_informer_lists_watches_and_lists_again_after_410() -> None:
+    server = _Server(
+        lists=[
+            {"metadata": {"resourceVersion": "1"}, "items": [_si("a", "1")]},
+            {"metadata": {"resourceVersion": "5"}, "items": [_si("a", "1"), _si("c", "4")]},
+        ],
+        watches=[
+            ({"type": "ADDED", "object": _si("b", "2")},),  # then the watch ends (its timeout)
+            ({"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "old"}},),
+        ],
+    )  # fmt: skip
+    informer = Informer(KIND, strip_resource, list_fn=server)
+    informer.start()
+    try:
+        deadline = time.monotonic() + 5
+        while informer.get("serving", "c")[1] is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert informer.get("serving", "c")[1] is not None, "the second list is not in the store"
+    finally:
+        informer.stop()
+        server.done.set()
+        informer.join(5)
+    assert informer.get("serving", "b") == (True, None)  # gone with the list after the 410
+    assert informer.get("serving", "a")[1] is not None
+    watches = [c for c in server.calls if c.get("watch")]
+    # From the list's version, renewed from the last one seen, and from the new list's after the 410.
+    assert [c["resource_version"] for c in watches[:3]] == ["1", "2", "5"]
+    assert [c.get("watch", False) for c in server.calls[:4]] == [False, True, True, False]
