@@ -129,3 +129,22 @@ def test_pod_view_reads_ip_readiness_and_annotations() -> None:
     v = pod_view(swap_pod("pod-1", "10.0.0.1", "baseline", ready=False, fallback="x"))
     assert (v.ip, v.ready, v.awake, v.fallback, v.node_name) == ("10.0.0.1", False, BASE, "x", "node-1")
     assert not needs_probe(pod_view(swap_pod("pod-2", None)))  # no address yet: cannot be asked
+
+
+def test_the_switch_cost_is_measured_when_every_replica_serves_the_new_mode() -> None:
+    decided = {"time": "2026-01-01T00:00:00Z", "from": "Speculative", "to": "Baseline",
+               "reason": "AcceptanceBelowThreshold", "message": "m"}  # fmt: skip
+    status = {"mode": "Baseline", "decisions": [decided], "observedGeneration": 1}
+    later = "2026-01-01T00:00:20Z"
+    halfway = plan_hot_swap_reconcile(body(status), observed(view("pod-1", BASE), view("pod-2", SPEC)), later)
+    cost = halfway.plan.status["switchCost"]
+    assert cost["source"] == "Estimate" and "lastSwitchSeconds" not in cost
+    done = plan_hot_swap_reconcile(body(status), observed(view("pod-1", BASE), view("pod-2", BASE)), later)
+    cost = done.plan.status["switchCost"]
+    assert cost["source"] == "Measured"
+    assert (cost["lastSwitchSeconds"], cost["lastReplicasMoved"], cost["secondsPerReplica"]) == (
+        20.0,
+        2,
+        10.0,
+    )
+    assert cost["estimatedSecondsPerReplica"] < 40, "a hot swap is estimated as drain + sleep + wake"
