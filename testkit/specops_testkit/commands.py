@@ -10,6 +10,14 @@ from typing import Annotated
 import typer
 
 
+class DemoRollout(StrEnum):
+    """``spec.rollout.strategy`` for the demo (unset: as the resource says)."""
+
+    RESTART = "restart"
+    SURGE = "surge"
+    HOT_SWAP = "hot-swap"
+
+
 def demo(
     resource: Annotated[Path, typer.Option(help="Resource to deploy.")] = Path(
         "manifests/examples/demo-llama70b.yaml"
@@ -18,11 +26,23 @@ def demo(
     run_dir: Annotated[Path, typer.Option(help="Where logs and state go.")] = Path(".local/demo"),
     plot: Annotated[Path, typer.Option(help="Timeline PNG to write.")] = Path("demo-timeline.png"),
     keep: Annotated[bool, typer.Option(help="Keep everything running afterwards (Ctrl-C stops).")] = False,
+    rollout: Annotated[
+        DemoRollout | None,
+        typer.Option(
+            help="Switch by restarting pods, with a surge pod, or by hot swap (both engines in every "
+            "pod, vLLM sleep mode: switches in seconds). Default: as the resource says."
+        ),
+    ] = None,
 ) -> None:
     """Run the operator on the local closed loop: falls back when acceptance collapses, probes, re-enables."""
     from specops_testkit.testbed.demo import run_demo
 
-    run_demo(resource, scenario, run_dir, plot, keep=keep)
+    strategy = (
+        {"restart": "Restart", "surge": "Surge", "hot-swap": "HotSwap"}.get(rollout.value)
+        if rollout
+        else None
+    )
+    run_demo(resource, scenario, run_dir, plot, keep=keep, rollout=strategy)
 
 
 class SimulateOutput(StrEnum):

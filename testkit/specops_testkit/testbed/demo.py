@@ -131,26 +131,32 @@ def run_demo(
     run_dir: Path,
     plot: Path | None,
     keep: bool = False,
+    rollout: str | None = None,
 ) -> DemoResult:
     """Run the demo; SIGTERM and SIGHUP stop it as Ctrl-C does, every process it started with it
-    (and, should this process be killed outright, the kernel takes them: testbed/processes.py)."""
+    (and, should this process be killed outright, the kernel takes them: testbed/processes.py).
+    ``rollout``: spec.rollout.strategy for the resource (None: as written)."""
     with stop_on_signals():
         try:
-            return _run_demo(resource, scenario_path, run_dir, plot, keep)
+            return _run_demo(resource, scenario_path, run_dir, plot, keep, rollout)
         except StopSignal as stop:
             print(f"== stopped by {signal.Signals(stop.signum).name}")
             raise
 
 
 def _run_demo(
-    resource: Path, scenario_path: Path, run_dir: Path, plot: Path | None, keep: bool
+    resource: Path, scenario_path: Path, run_dir: Path, plot: Path | None, keep: bool, rollout: str | None
 ) -> DemoResult:
     doc = yaml.safe_load(resource.read_text())
+    if rollout is not None:
+        doc["spec"]["rollout"] = {"strategy": rollout}
     scenario = load_scenario(scenario_path)
     namespace = doc["metadata"].get("namespace", "default")
     name = doc["metadata"]["name"]
     result = DemoResult()
-    print(f"== SpecOps demo: {resource.name} under scenario '{scenario.name}' ({scenario.seconds:.0f} s)")
+    strategy = ((doc["spec"].get("rollout") or {}).get("strategy")) or "as maxSurge says"
+    print(f"== SpecOps demo: {resource.name} under scenario '{scenario.name}' ({scenario.seconds:.0f} s), "
+          f"rollout strategy {strategy}")  # fmt: skip
     print("== [1/5] starting the local test world (etcd, kube-apiserver, controller-manager, Prometheus)")
     tb = Testbed(run_dir, crds=[build_crd()], emulator_env={"SPECOPS_EMULATOR_LOAD_SECONDS": "2"})
     op: OperatorThread | None = None
