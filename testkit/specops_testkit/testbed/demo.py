@@ -184,6 +184,14 @@ def _run_demo(
         if not result.decisions:
             print("   (none)")
         print(f"== {result.switch_cost_line()}")
+        measured = result.switch_costs()
+        if measured:
+            print(
+                "== each switch, decision to pools settled: "
+                + ", ".join(f"{when[11:19]} {seconds:.1f} s" for when, seconds in sorted(measured.items()))
+            )
+        failed = sum(1 for r in result.records if not r.ok)
+        print(f"== requests: {len(result.records)} sent, {failed} failed")
         if plot is not None:
             write_plot(result, plot, scenario)
             print(f"== timeline plot: {plot}")
