@@ -1,9 +1,11 @@
 """One reconcile of one resource: read the world, ask the pure plan, execute it.
 
 Every trigger (create, update, resume, the periodic timer, an event on an owned Deployment) ends
-here, so the outcome never depends on which handler ran.  Everything read comes fresh from the API
-server and the mode lives in status, so a restarted operator carries on where it stopped.  What to
-do is decided by ``specops.plan.reconcile`` (pure); this module only reads and writes.
+here, so the outcome never depends on which handler ran.  Everything is read through ``KubeApi``
+(in the operator, ``controller.cache.CachedKube``: from watches, never older than the operator's own
+last write, the triggering event or a 409's retry) and the mode lives in status, so a restarted
+operator carries on where it stopped.  What to do is decided by ``specops.plan.reconcile`` (pure);
+this module only reads and writes.
 """
 
 from __future__ import annotations
