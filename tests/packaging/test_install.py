@@ -30,6 +30,8 @@ from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
 from specops.controller.main import OperatorOptions, OperatorThread
+from specops.plan.hotswap_reconcile import AWAKE_ANNOTATION
+from specops.render.hotswap import admin_secret_name, config_map_name, swap_labels, swap_name
 from specops_testkit.testbed.controlplane import free_port, install_crds
 from specops_testkit.testbed.stack import Testbed
 from tests.packaging import rbac
@@ -67,6 +69,7 @@ class Install:
     namespace: str  # the operator's
     watched: str  # where the lifecycle runs
     service_account: str
+    hot_swap: bool = False  # rbac.hotSwap, and a HotSwap resource in the lifecycle
 
     @property
     def user(self) -> str:
@@ -197,19 +200,29 @@ def pod_monitor_kind(testbed: Testbed) -> Iterator[None]:
     )
 
 
-@pytest.fixture(scope="module", params=["cluster-wide", "namespaced"])
+@pytest.fixture(scope="module", params=["cluster-wide", "namespaced", "cluster-wide-hot-swap"])
 def installed(
     request: pytest.FixtureRequest, helm: Any, testbed: Testbed, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Install]:
-    mode = request.param
+    """The chart installed cluster-wide, for one namespace, or cluster-wide with ``rbac.hotSwap``
+    (whose lifecycle runs a HotSwap resource)."""
+    hot_swap = request.param == "cluster-wide-hot-swap"
+    mode = "cluster-wide" if hot_swap else request.param
     suffix = uuid.uuid4().hex[:6]
-    short = "cw" if mode == "cluster-wide" else "ns"
+    short = {"cluster-wide": "cw", "namespaced": "ns", "cluster-wide-hot-swap": "hs"}[request.param]
     inst = Install(
-        mode, f"specops-{short}", f"ops-{short}-{suffix}", f"work-{short}-{suffix}", f"specops-{short}"
+        mode,
+        f"specops-{short}",
+        f"ops-{short}-{suffix}",
+        f"work-{short}-{suffix}",
+        f"specops-{short}",
+        hot_swap,
     )
     core = client.CoreV1Api(testbed.api)
     core.create_namespace({"metadata": {"name": inst.watched}})
-    values = {"watchNamespaces": [inst.watched]} if mode == "namespaced" else {}
+    values: dict[str, Any] = {"watchNamespaces": [inst.watched]} if mode == "namespaced" else {}
+    if hot_swap:
+        values["rbac"] = {"hotSwap": True}
     helm_install(helm, testbed, inst.release, inst.namespace, values, tmp_path_factory.mktemp(inst.release))
     yield inst
     helm_uninstall(helm, testbed, inst.release, inst.namespace)
@@ -325,7 +338,10 @@ def test_rbac_is_sufficient_and_every_grant_is_used(
             operator = OperatorThread(opts).start()
             try:
                 wait_for(lambda: webhook_points_at(api, opts.webhook_port), 30, "webhook registration")
-                run_lifecycle(api, ns, apps)
+                if installed.hot_swap:
+                    run_hot_swap_lifecycle(api, ns)
+                else:
+                    run_lifecycle(api, ns, apps)
             finally:
                 operator.stop()
     finally:
@@ -342,7 +358,13 @@ def test_rbac_is_sufficient_and_every_grant_is_used(
     leases = [r for r in needed_permissions(requests) if r.resource == "leases"]
     assert {r.namespace for r in leases} == {installed.namespace}, leases
     others = [r for r in needed_permissions(requests) if r.resource != "leases"]
-    if installed.mode == "cluster-wide":
+    optional = rbac.CACHE_FALLBACK_GETS
+    if installed.hot_swap:
+        # The Restart/Surge lifecycle is not run here: its Deployments' grants may go unused.
+        scopes = {"": rbac.CLUSTER_WIDE_DEFAULT | rbac.HOT_SWAP}
+        needed = {"": others}
+        optional = optional | rbac.HOT_SWAP_ON_FAILURE | rbac.NAMESPACED | rbac.POD_MONITORS
+    elif installed.mode == "cluster-wide":
         scopes = {"": rbac.CLUSTER_WIDE_DEFAULT}
         needed = {"": others}
     else:
@@ -356,9 +378,7 @@ def test_rbac_is_sufficient_and_every_grant_is_used(
     for scope, granted in scopes.items():
         uncovered = [r for r in needed[scope] if not any(covers(p, r) for p in granted)]
         assert not uncovered, uncovered
-        unused = {
-            p for p in granted if not any(covers(p, r) for r in needed[scope])
-        } - rbac.CACHE_FALLBACK_GETS
+        unused = {p for p in granted if not any(covers(p, r) for r in needed[scope])} - optional
         assert not unused, f"granted in {scope or 'the cluster'} but never used: {sorted(unused)}"
 
 
@@ -396,6 +416,30 @@ def run_lifecycle(api: client.ApiClient, ns: str, apps: client.AppsV1Api) -> Non
              60, "garbage collection of the pools")  # fmt: skip
 
 
+def run_hot_swap_lifecycle(api: client.ApiClient, ns: str) -> None:
+    """A HotSwap resource: its objects and admin Secret created, its pod probed, swapped to the
+    speculative engine and annotated, its EndpointSlices written; then deleted."""
+    doc = example_doc("demo-llama70b.yaml", ns)
+    doc["spec"]["replicas"] = 1
+    doc["spec"]["rollout"] = {"strategy": "HotSwap"}
+    doc["spec"]["policy"]["mode"] = "Speculative"
+    name = doc["metadata"]["name"]
+    create_si(api, ns, doc)
+    core = client.CoreV1Api(api)
+    wait_for(lambda: core.read_namespaced_secret(admin_secret_name(name), ns), 30, "the admin Secret")
+    wait_for(lambda: core.read_namespaced_config_map(config_map_name(name), ns), 30, "the ConfigMap")
+    wait_for(lambda: deployment(api, ns, swap_name(name)), 30, "the hot-swap Deployment")
+    selector = ",".join(f"{k}={v}" for k, v in swap_labels(name).items())
+
+    def swapped() -> bool:
+        pods = core.list_namespaced_pod(ns, label_selector=selector).items
+        return any((p.metadata.annotations or {}).get(AWAKE_ANNOTATION) == "speculative" for p in pods)
+
+    wait_for(swapped, 180, "the pod swapped to its speculative engine")
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    wait_for(lambda: deployment(api, ns, swap_name(name)) is None, 60, "garbage collection")
+
+
 def test_rbac_is_minimal(installed: Install, testbed: Testbed) -> None:
     """`kubectl auth can-i --list` for the ServiceAccount: the expected grants and the defaults only."""
     core = client.CoreV1Api(testbed.api)
@@ -411,7 +455,10 @@ def test_rbac_is_minimal(installed: Install, testbed: Testbed) -> None:
     # In the operator's own namespace, its Lease besides what it holds everywhere.
     own, _ = can_i_list(testbed, installed.user, installed.namespace)
     assert own - defaults == elsewhere - defaults | rbac.leader_election(installed.release)
-    if installed.mode == "cluster-wide":
+    if installed.hot_swap:
+        assert granted - defaults == rbac.CLUSTER_WIDE_DEFAULT | rbac.HOT_SWAP
+        assert elsewhere - defaults == rbac.CLUSTER_WIDE_DEFAULT | rbac.HOT_SWAP
+    elif installed.mode == "cluster-wide":
         assert granted - defaults == rbac.CLUSTER_WIDE_DEFAULT
         assert elsewhere - defaults == rbac.CLUSTER_WIDE_DEFAULT
     else:
