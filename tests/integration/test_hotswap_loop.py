@@ -16,8 +16,6 @@ import itertools
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +29,7 @@ from specops.render.manifests import Pool
 from specops_testkit.testbed.loadgen import Record, endpoints_resolver, run_load
 from specops_testkit.testbed.scenario import Scenario
 from specops_testkit.testbed.stack import Testbed
+from tests.support.hotswap import http_status
 from tests.support.live_cluster import condition, create_si, get_si, local_only, patch_si, wait_for
 from tests.support.resources import example_doc
 
@@ -55,17 +54,6 @@ def at_target(api: client.ApiClient, namespace: str, speculative: int, baseline:
     return cond.get("reason") == "AtTarget" and f"speculative={speculative}, baseline={baseline}" in cond.get(
         "message", ""
     )
-
-
-def call(url: str, method: str = "GET", token: str | None = None) -> int:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 class RouteWatch(threading.Thread):
@@ -161,15 +149,15 @@ def test_a_switch_swaps_engines_in_place_without_a_failed_request(
     for target in targets:
         for path, method in (("/sleep?level=1", "POST"), ("/wake_up", "POST"), ("/is_sleeping", "GET"),
                              ("/collective_rpc", "POST"), ("/v1/../sleep", "POST")):  # fmt: skip
-            assert call(f"http://{target}{path}", method) == 404, (target, path)
-        assert call(f"http://{target}/v1/models") == 200
+            assert http_status(f"http://{target}{path}", method) == 404, (target, path)
+        assert http_status(f"http://{target}/v1/models") == 200
     token_b64 = client.CoreV1Api(api).read_namespaced_secret(admin_secret_name(NAME), namespace).data["token"]
     token = base64.b64decode(token_b64).decode()
     ip = targets[0].split(":")[0]
     admin = f"http://{ip}:{ADMIN_PORT}"
-    assert call(f"{admin}/speculative/is_sleeping") == 401
-    assert call(f"{admin}/speculative/wake_up", "POST", token="0" * 64) == 401
-    assert call(f"{admin}/speculative/is_sleeping", token=token) == 200
+    assert http_status(f"{admin}/speculative/is_sleeping") == 401
+    assert http_status(f"{admin}/speculative/wake_up", "POST", token="0" * 64) == 401
+    assert http_status(f"{admin}/speculative/is_sleeping", token=token) == 200
     for pool in Pool:  # the engines listen on the pod's own loopback, not on its IP
         with (
             pytest.raises(ConnectionRefusedError),

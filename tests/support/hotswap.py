@@ -3,6 +3,8 @@ in-memory ``AdminClient`` whose engines sleep and wake (and fail) as the test sa
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,3 +94,15 @@ class FakeAdmin:
         self._check("running", ip, pool)
         queue = self.e.running.get((ip, pool)) or [0.0]
         return queue.pop(0) if len(queue) > 1 else queue[0]
+
+
+def http_status(url: str, method: str = "GET", token: str | None = None) -> int:
+    """The HTTP status a request gets (a POST sends ``{}``), with a bearer token if given."""
+    request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code

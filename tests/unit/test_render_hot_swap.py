@@ -11,8 +11,6 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from specops.render.hotswap import (
     render_swap_service,
 )
 from specops.render.manifests import Pool, RenderError
+from tests.support.hotswap import http_status
 from tests.support.resources import make_si
 
 TOKEN = "0123456789abcdef" * 4
@@ -263,40 +262,29 @@ def live_proxy(
             server.shutdown()
 
 
-def call(url: str, method: str = "GET", token: str | None = None) -> int:
-    request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 def test_live_proxy_passes_and_blocks_the_right_paths(
     live_proxy: tuple[int, dict[Pool, list[tuple[str, str]]]],
 ) -> None:
     shift, seen = live_proxy
     spec = f"http://127.0.0.1:{PUBLIC_PORTS[Pool.SPECULATIVE] + shift}"
     admin = f"http://127.0.0.1:{ADMIN_PORT + shift}"
-    assert call(f"{spec}/v1/models") == 200
-    assert call(f"{spec}/v1/chat/completions", "POST") == 200
-    assert call(f"{spec}/health") == 200
-    assert call(f"{spec}/metrics") == 200
+    assert http_status(f"{spec}/v1/models") == 200
+    assert http_status(f"{spec}/v1/chat/completions", "POST") == 200
+    assert http_status(f"{spec}/health") == 200
+    assert http_status(f"{spec}/metrics") == 200
     for path in ("/sleep?level=1", "/wake_up", "/is_sleeping", "/collective_rpc", "/server_info",
                  "/v1/../sleep", "/v1/%2e%2e/sleep", "/v1/..%2fsleep", "/reset_prefix_cache"):  # fmt: skip
         method = "GET" if "is_sleeping" in path or "server_info" in path else "POST"
-        assert call(f"{spec}{path}", method) == 404, path
+        assert http_status(f"{spec}{path}", method) == 404, path
     # The admin port: nothing without the token, the wrong method refused, level fixed at 1.
-    assert call(f"{admin}/speculative/sleep", "POST") == 401
-    assert call(f"{admin}/speculative/sleep", "POST", token="f" * 64) == 401
-    assert call(f"{admin}/speculative/sleep", "GET", token=TOKEN) == 403
-    assert call(f"{admin}/speculative/sleep?level=2&level=2", "POST", token=TOKEN) == 200
-    assert call(f"{admin}/baseline/wake_up?tags=weights", "POST", token=TOKEN) == 200
-    assert call(f"{admin}/baseline/is_sleeping", "GET", token=TOKEN) == 200
-    assert call(f"{admin}/speculative/collective_rpc", "POST", token=TOKEN) == 404
-    assert call(f"{admin}/v1/models", "GET", token=TOKEN) == 404
+    assert http_status(f"{admin}/speculative/sleep", "POST") == 401
+    assert http_status(f"{admin}/speculative/sleep", "POST", token="f" * 64) == 401
+    assert http_status(f"{admin}/speculative/sleep", "GET", token=TOKEN) == 403
+    assert http_status(f"{admin}/speculative/sleep?level=2&level=2", "POST", token=TOKEN) == 200
+    assert http_status(f"{admin}/baseline/wake_up?tags=weights", "POST", token=TOKEN) == 200
+    assert http_status(f"{admin}/baseline/is_sleeping", "GET", token=TOKEN) == 200
+    assert http_status(f"{admin}/speculative/collective_rpc", "POST", token=TOKEN) == 404
+    assert http_status(f"{admin}/v1/models", "GET", token=TOKEN) == 404
     assert seen[Pool.SPECULATIVE] == [
         ("GET", "/v1/models"),
         ("POST", "/v1/chat/completions"),
