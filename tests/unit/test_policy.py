@@ -87,8 +87,9 @@ def test_errors_fall_back_once_with_on_metrics_unavailable_baseline() -> None:
     assert state.errors == 12
     d = decide(policy, PolicyState(mode=SPECULATIVE, errors=3), GOOD, 0)
     assert d.state.errors == 0  # an answer resets the error count
-    assert d.metrics_available[0] == "True"
-    assert decide(policy, PolicyState(), DOWN, 0).metrics_available[:2] == ("False", "PrometheusError")
+    assert d.metrics_available.status == "True"
+    down = decide(policy, PolicyState(), DOWN, 0).metrics_available
+    assert (down.status, down.reason) == ("False", "PrometheusError")
 
 
 def test_fall_back_then_probe_then_re_enable() -> None:
@@ -240,7 +241,7 @@ def test_non_finite_values_are_no_value_never_a_breach(bad: float) -> None:
     assert everything_bad == {}
     d = decide(POLICY, PolicyState(), Observation(), 1000.0)
     assert (d.assessment.verdict, d.assessment.reason) == (Verdict.NO_DATA, "NoSeries")
-    assert d.metrics_available[:2] == ("True", "NoSeries")
+    assert (d.metrics_available.status, d.metrics_available.reason) == ("True", "NoSeries")
     assert (d.state.breaches, d.state.errors, d.transition) == (0, 0, None)
 
 

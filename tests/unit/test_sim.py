@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from specops.api.v1alpha1 import PolicySpec, SpeculativeInferenceSpec
+from specops.api.v1alpha1 import PolicySpec, ServingMode, SpeculativeInferenceSpec
 from specops.plan.rollout import split_for_mode
-from specops.policy.decide import BASELINE, PROBING, SPECULATIVE
 from specops.render.manifests import Pool, PoolSplit
 from specops_testkit.emulator.workload import quantile
 from specops_testkit.sim.fleet import Fleet, Served, histogram_quantile, simulate
@@ -84,7 +83,7 @@ def test_simulation_is_deterministic() -> None:
 
 def test_static_configurations_never_switch_and_serve_every_request() -> None:
     traffic = arrivals(shift())
-    for mode in (SPECULATIVE, BASELINE):
+    for mode in (ServingMode.SPECULATIVE, ServingMode.BASELINE):
         run = simulate(chat_spec(), traffic, startup_seconds=60, seed=3, adaptive=False, initial_mode=mode)
         assert run.transitions == []
         assert {p.mode for p in run.timeline} == {mode}
@@ -96,8 +95,8 @@ def test_policy_falls_back_when_temperature_rises() -> None:
     run = simulate(chat_spec(), arrivals(shift()), startup_seconds=60, seed=3, adaptive=True)
     first = run.transitions[0]
     assert (first.from_mode, first.to_mode, first.reason) == (
-        SPECULATIVE,
-        BASELINE,
+        ServingMode.SPECULATIVE,
+        ServingMode.BASELINE,
         "AcceptanceBelowThreshold",
     )
     # After the hot phase starts (240 s), within one window and a few evaluations.
@@ -147,7 +146,7 @@ def test_specops_serves_each_regime_like_the_better_static_config(shift_result: 
     cold = [_p99_tpot(runs[n].served, 0, 240) for n in (SPECOPS, ALWAYS)]
     assert cold[0] == pytest.approx(cold[1], rel=0.05)
     fallback, after = runs[SPECOPS].transitions[0], runs[SPECOPS].transitions[1:]
-    assert fallback.to_mode == BASELINE
+    assert fallback.to_mode == ServingMode.BASELINE
     # No request reaches a baseline pod before its model has loaded (a minute after the switch).
     first_baseline = min(s.arrival for s in runs[SPECOPS].served if s.pool is Pool.BASELINE)
     assert first_baseline >= fallback.at + 60
@@ -171,7 +170,9 @@ def test_the_service_spreads_requests_uniformly_over_ready_pods() -> None:
         {"name": "even", "seed": 4, "phases": [{"name": "a", "duration": "2m", "qps": 4, "temperature": 0.2}]}
     )
     traffic = arrivals(scenario)
-    run = simulate(chat_spec(), traffic, startup_seconds=60, seed=4, adaptive=False, initial_mode=PROBING)
+    run = simulate(
+        chat_spec(), traffic, startup_seconds=60, seed=4, adaptive=False, initial_mode=ServingMode.PROBING
+    )
     assert {p.split for p in run.timeline} == {PoolSplit(1, 1)}
     share = sum(1 for s in run.served if s.pool is Pool.BASELINE) / len(run.served)
     assert len(run.served) == len(traffic) > 400
@@ -182,9 +183,9 @@ def test_switch_count_ignores_probes(shift_result: ScenarioResult) -> None:
     result = shift_result
     modes = [t.to_mode for t in result.runs[SPECOPS].transitions]
     # Hot to the end: one fallback, then probes that lose (Probing -> Baseline is no switch).
-    assert modes[0] == BASELINE
+    assert modes[0] == ServingMode.BASELINE
     assert result.switches == 1
-    assert result.probes == modes.count(PROBING)
+    assert result.probes == modes.count(ServingMode.PROBING)
 
 
 @pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.name)

@@ -107,20 +107,12 @@ PROBE_BACKOFF_DOUBLINGS = 3
 # far behind the load that saturated the pool and would keep probes off for good.
 MIN_SATURATION_COMPLETIONS = 20
 
-# Temporary aliases for callers written before the enums and the renames (the lead removes them).
-SPECULATIVE, BASELINE, PROBING = ServingMode.SPECULATIVE, ServingMode.BASELINE, ServingMode.PROBING
-Decision = PolicyDecision
-
 __all__ = [
-    "BASELINE",
     "MIN_SATURATION_COMPLETIONS",
     "PROBE_BACKOFF_DOUBLINGS",
     "PROBE_LOAD_MARGIN",
-    "PROBING",
     "REFERENCE_LOAD_TOLERANCE",
-    "SPECULATIVE",
     "Assessment",
-    "Decision",
     "MetricsCondition",
     "Observation",
     "PolicyDecision",

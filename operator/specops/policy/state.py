@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -286,13 +285,6 @@ class MetricsCondition:
     status: ConditionStatus
     reason: Reason
     message: str
-
-    # Temporary: callers that still read the former (status, reason, message) tuple by index.
-    def __getitem__(self, index: int) -> str:
-        return (self.status, self.reason, self.message)[index]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter((self.status, self.reason, self.message))
 
 
 @dataclass(frozen=True, slots=True)

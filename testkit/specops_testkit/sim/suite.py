@@ -39,11 +39,12 @@ import yaml
 from specops.api.v1alpha1 import (
     BatchSizeTokens,
     PolicySpec,
+    ServingMode,
     SpeculativeInference,
     SpeculativeInferenceSpec,
     TokensPerBatchSizeMode,
 )
-from specops.policy.decide import BASELINE, PROBING, SPECULATIVE, Transition
+from specops.policy.decide import Transition
 from specops.render.manifests import Pool
 from specops.vllm.speculation_table import conditional_from_cumulative, derive_for_spec
 from specops_testkit.emulator.perf import PromptKind, acceptance, per_position_alpha
@@ -173,16 +174,16 @@ def figures(served: Sequence[Served], slo: SLO, transitions: int) -> Figures:
 
 def serving_switches(transitions: Sequence[Transition]) -> int:
     """Changes of the serving configuration (Speculative <-> Baseline), probes aside."""
-    serving = [SPECULATIVE]
+    serving = [ServingMode.SPECULATIVE]
     for t in transitions:
-        mode = t.to_mode if t.to_mode != PROBING else None
+        mode = t.to_mode if t.to_mode != ServingMode.PROBING else None
         if mode is not None and mode != serving[-1]:
             serving.append(mode)
     return len(serving) - 1
 
 
 def probe_count(transitions: Sequence[Transition]) -> int:
-    return sum(1 for t in transitions if t.to_mode == PROBING)
+    return sum(1 for t in transitions if t.to_mode == ServingMode.PROBING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +292,7 @@ def run_scenario(
 
     def run(
         adaptive: bool,
-        mode: str = SPECULATIVE,
+        mode: ServingMode = ServingMode.SPECULATIVE,
         override: SpeculativeInferenceSpec | None = None,
         served: SpeculativeInferenceSpec = spec,
     ) -> Run:
@@ -309,7 +310,7 @@ def run_scenario(
     if ALWAYS in todo:
         runs[ALWAYS] = run(adaptive=False)
     if NEVER in todo:
-        runs[NEVER] = run(adaptive=False, mode=BASELINE)
+        runs[NEVER] = run(adaptive=False, mode=ServingMode.BASELINE)
     if DYNAMIC in todo:
         dynamic = with_table(spec, dynamic_table(spec.speculation.num_speculative_tokens))
         runs[DYNAMIC] = run(adaptive=False, override=dynamic)
