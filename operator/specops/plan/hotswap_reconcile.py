@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from specops.api.v1alpha1 import Condition, ServingMode, SpeculativeInference, SpeculativeInferenceStatus
+from specops.api.v1alpha1 import ServingMode, SpeculativeInference, SpeculativeInferenceStatus
 from specops.checks.validation import ResourceError, check_resource, load_resource
 from specops.plan.drift import needs_apply
 from specops.plan.hotswap import ReplicaEngine, Swap, awake_split, plan_swap
@@ -61,7 +61,7 @@ from specops.render.manifests import OwnerRef, Pool, PoolSplit
 AWAKE_ANNOTATION = "specops.dev/awake-engine"
 SWAPPING = "swapping"  # written before an engine is put to sleep: unknown until probed
 FALLBACK_ANNOTATION = "specops.dev/hot-swap-fallback"
-HOT_SWAP_CONDITION = "HotSwapReady"
+HOT_SWAP_CONDITION = ConditionType.HOT_SWAP_READY
 HOT_SWAP_FAILED = "HotSwapFailed"
 
 
@@ -169,23 +169,6 @@ def is_hot_swap(body: Mapping[str, Any]) -> bool:
 
 def swap_pod_labels(name: str) -> dict[str, str]:
     return swap_labels(name)
-
-
-def hot_swap_condition(
-    old: Sequence[Condition], value: ConditionValue, generation: int | None, now: str
-) -> list[Condition]:
-    """``old`` with the HotSwapReady condition set (its transition time moves only on a change)."""
-    prev = next((c for c in old if c.type == HOT_SWAP_CONDITION), None)
-    changed = prev is None or prev.status != value.status
-    new = Condition(
-        type=HOT_SWAP_CONDITION,
-        status=value.status,
-        reason=value.reason,
-        message=value.message,
-        last_transition_time=now if changed or prev is None else (prev.last_transition_time or now),
-        observed_generation=generation,
-    )
-    return [*(c for c in old if c.type != HOT_SWAP_CONDITION), new]
 
 
 def _changed(manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
@@ -314,7 +297,7 @@ def plan_hot_swap_reconcile(
             f"awake speculative={now_split.speculative}, baseline={now_split.baseline}; target "
             f"speculative={target.speculative}, baseline={target.baseline}",
         )
-    conditions = hot_swap_condition(conditions, swap_value, generation, now)
+    conditions = with_condition(conditions, ConditionType.HOT_SWAP_READY, swap_value, generation, now)
     want = want.model_copy(update={"conditions": conditions})
     dumped = dump_status(want)
     plan = Plan(
@@ -349,7 +332,6 @@ __all__ = [
     "HotSwapPlan",
     "Repair",
     "SwapPodView",
-    "hot_swap_condition",
     "is_hot_swap",
     "needs_probe",
     "plan_hot_swap_reconcile",

@@ -50,6 +50,7 @@ class ConditionType(StrEnum):
     BUDGET_FITS = "BudgetFits"
     SPECULATION_ACTIVE = "SpeculationActive"
     METRICS_AVAILABLE = "MetricsAvailable"
+    HOT_SWAP_READY = "HotSwapReady"  # spec.rollout.strategy HotSwap only
 
 
 @dataclass(frozen=True, slots=True)
