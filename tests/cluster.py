@@ -23,6 +23,7 @@ from specops.controller.main import OperatorOptions, OperatorThread
 from specops_testkit.testbed.controlplane import free_port
 from specops_testkit.testbed.stack import Testbed
 from tests.support.live_cluster import EXTERNAL, wait_for, webhook_points_at
+from tests.support.switching import OperatorProcess
 
 
 class ExternalCluster:
@@ -109,5 +110,14 @@ def start_operator(testbed: Testbed) -> Iterator[Callable[..., OperatorThread]]:
         return op
 
     yield start
+    for op in started:
+        op.stop()
+
+
+@pytest.fixture
+def operator_processes() -> Iterator[list[OperatorProcess]]:
+    """Operators run as processes of their own (``specops run``); all are stopped after the test."""
+    started: list[OperatorProcess] = []
+    yield started
     for op in started:
         op.stop()

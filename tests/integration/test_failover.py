@@ -26,7 +26,6 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,14 +62,6 @@ from tests.support.switching import (
 pytestmark = [pytest.mark.integration, local_only]
 LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 15.0, 10.0, 2.0  # the defaults
 TAKEOVER_BUDGET = 30.0
-
-
-@pytest.fixture
-def operator_processes() -> Iterator[list[OperatorProcess]]:
-    started: list[OperatorProcess] = []
-    yield started
-    for op in started:
-        op.stop()
 
 
 def holder(api: client.ApiClient, ns: str) -> str | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +56,6 @@ pytestmark = [pytest.mark.integration, local_only]
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-
-@pytest.fixture
-def operator_processes() -> Iterator[list[OperatorProcess]]:
-    started: list[OperatorProcess] = []
-    yield started
-    for op in started:
-        op.stop()
 
 
 # ------------------------------------------------------------------------------------- faults
