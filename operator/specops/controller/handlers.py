@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import kopf
@@ -41,6 +41,38 @@ def _owner_name(body: kopf.Body) -> str | None:
 
 def _always() -> bool:
     return True
+
+
+class Coalescer:
+    """At most one reconcile per resource running, and at most one more owed behind it.
+
+    Every reconcile reads the world afresh, so events that arrive while one runs (a burst of
+    Deployment status updates, the operator's own writes coming back) are all served by a single
+    further run after it, and their handlers return at once instead of each waiting its turn in the
+    thread pool with the event's body: in a creation burst of thousands of resources those waiting
+    handlers held most of the operator's memory.  Used from the event loop's thread only.
+    """
+
+    def __init__(self, run: Callable[[str, str], Awaitable[None]]) -> None:
+        self._run = run
+        self._running: set[tuple[str, str]] = set()
+        self._owed: set[tuple[str, str]] = set()
+
+    async def request(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        if key in self._running:
+            self._owed.add(key)  # the running one may have read before this event: once more
+            return
+        self._running.add(key)
+        try:
+            while True:
+                self._owed.discard(key)
+                await self._run(namespace, name)
+                if key not in self._owed:
+                    return
+        finally:
+            self._running.discard(key)
+            self._owed.discard(key)
 
 
 async def evaluation_loop(
@@ -91,6 +123,9 @@ def register(
     async def reconcile(namespace: str | None, name: str) -> None:
         if namespace is None or not acting():  # kopf types allow None for cluster objects
             return
+        await coalescer.request(namespace, name)
+
+    async def reconcile_now(namespace: str, name: str) -> None:
         try:
             outcome = await asyncio.to_thread(reconciler.reconcile, namespace, name)
         except NotLeaderError as exc:
@@ -106,6 +141,8 @@ def register(
             log.info(
                 "reconciled %s/%s: applied=%s events=%s", namespace, name, outcome.applied, outcome.events
             )
+
+    coalescer = Coalescer(reconcile_now)
 
     @kopf.on.event(*RESOURCE, registry=registry)
     async def resource_event(
