@@ -40,6 +40,7 @@ from specops.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from specops.policy.state import Reason
 from specops_testkit.testbed.audit import describe, writes_by
 from specops_testkit.testbed.controlplane import OPERATOR_USER, ControlPlaneState, free_port, stop_pid
+from specops_testkit.testbed.processes import start_process
 
 Progress = Callable[[str], None]
 RUN_LABEL = "specops.dev/scale-run"
@@ -137,8 +138,9 @@ class OperatorProcess:
             *self.extra_args,
         ]  # fmt: skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Tied to this process like every process of the test world (processes.py): a benchmark
+        # stopped hard does not leave an operator behind.
+        self.proc = start_process(cmd, self.log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
