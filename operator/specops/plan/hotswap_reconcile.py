@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from specops.api.v1alpha1 import ServingMode, SpeculativeInference, SpeculativeInferenceStatus
+from specops.api.v1alpha1 import SpeculativeInference, SpeculativeInferenceStatus
 from specops.checks.validation import ResourceError, check_resource, load_resource
 from specops.plan.drift import needs_apply
 from specops.plan.hotswap import ReplicaEngine, Swap, awake_split, plan_swap
@@ -271,9 +271,8 @@ def plan_hot_swap_reconcile(
     want = desired_status(si, report, mode, now_split, pool_states, now, metrics_condition)
     # The switch cost, measured as with the other strategies: from the decision until every replica
     # serves from the engine the mode asks for.
-    probe = split_for_mode(ServingMode.PROBING, si.spec.replicas, si.spec.policy.probe.replicas).speculative
     settled = now_split == target and sum(p.ready and p.awake is not None for p in pods) >= si.spec.replicas
-    want = want.model_copy(update={"switch_cost": switch_cost(si, report, probe, settled, now)})
+    want = want.model_copy(update={"switch_cost": switch_cost(si, report, settled, now)})
     have, total = sum(ready.values()), si.spec.replicas
     if total == 0:
         ready_value = ConditionValue(TRUE, "ScaledToZero", "spec.replicas is 0")

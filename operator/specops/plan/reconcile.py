@@ -15,7 +15,6 @@ from enum import StrEnum
 from typing import Any
 
 from specops.api.v1alpha1 import (
-    ServingMode,
     SpeculativeInference,
     SpeculativeInferenceSpec,
     SpeculativeInferenceStatus,
@@ -248,12 +247,11 @@ def plan_reconcile(
         events.append(PlannedEvent(EventType.WARNING, EventReason.BUDGET_WARNING, message))
     # Readiness read before the applies is as fresh as after them (an apply changes no pod).
     want = desired_status(si, report, mode, split, pools, now, metrics_condition)
-    probe = split_for_mode(ServingMode.PROBING, si.spec.replicas, si.spec.policy.probe.replicas).speculative
     settled = split == applied_split(pools) and all(
         pools[p].ready >= n
         for p, n in ((Pool.SPECULATIVE, split.speculative), (Pool.BASELINE, split.baseline))
     )
-    want = want.model_copy(update={"switch_cost": switch_cost(si, report, probe, settled, now)})
+    want = want.model_copy(update={"switch_cost": switch_cost(si, report, settled, now)})
     return _status_plan(stored, want, applies=tuple(applies), events=tuple(events), split=split)
 
 

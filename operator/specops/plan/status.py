@@ -38,7 +38,7 @@ from specops.api.v1alpha1 import (
     SwitchCostStatus,
 )
 from specops.checks.validation import CheckReport
-from specops.plan.rollout import PoolState
+from specops.plan.rollout import PoolState, split_for_mode
 from specops.policy.decide import Observation, PolicyState, Reference, Transition
 from specops.policy.headroom import Headroom
 from specops.policy.state import LoadTrend, Overloads, Reason, StepLine
@@ -601,13 +601,7 @@ def replicas_moved(from_mode: ServingMode, to_mode: ServingMode, replicas: int, 
     return probe if other == ServingMode.BASELINE else max(1, replicas - probe)
 
 
-def switch_cost(
-    si: SpeculativeInference,
-    report: CheckReport,
-    probe_speculative: int,
-    settled: bool,
-    now: str,
-) -> SwitchCostStatus:
+def switch_cost(si: SpeculativeInference, report: CheckReport, settled: bool, now: str) -> SwitchCostStatus:
     """The switch cost to store: the estimate, and the last switch measured once it settled
     (``settled``: the pools are at the target split with every replica ready)."""
     old = si.status.switch_cost if si.status is not None else None
@@ -625,7 +619,8 @@ def switch_cost(
     last = decisions[-1] if decisions else None
     if last is not None and settled and cost.measured_for != last.time and last.from_mode != last.to_mode:
         seconds = max(0.0, epoch(now) - epoch(last.time))
-        moved = replicas_moved(last.from_mode, last.to_mode, si.spec.replicas, probe_speculative)
+        probe = split_for_mode(ServingMode.PROBING, si.spec.replicas, si.spec.policy.probe.replicas)
+        moved = replicas_moved(last.from_mode, last.to_mode, si.spec.replicas, probe.speculative)
         per_replica = seconds / moved
         mean = cost.measured_seconds_per_replica
         mean = per_replica if mean is None else mean + SWITCH_COST_SMOOTHING * (per_replica - mean)
