@@ -132,11 +132,11 @@ class Kube:
         )
 
     def pod_monitor_served(self) -> bool:
-        """Is the Prometheus Operator's PodMonitor kind served?  Asked once per process."""
+        """Is the Prometheus Operator's PodMonitor kind served?  Asked once per process; a discovery
+        that fails counts as not served."""
         if self._pod_monitor_served is None:
             try:
-                self.dynamic.resources.get(api_version="monitoring.coreos.com/v1", kind="PodMonitor")
-                self._pod_monitor_served = True
+                self._pod_monitor_served = self.serves("monitoring.coreos.com/v1", "PodMonitor")
             except Exception:
                 self._pod_monitor_served = False
         return self._pod_monitor_served
