@@ -437,6 +437,12 @@ class PodRunner:
             return False
         return done.returncode == 0
 
+    def _start_sidecar(self, pod: RunningPod) -> None:
+        """A hot-swap pod's proxy, unless it is running already."""
+        if pod.sidecar is not None and (pod.sidecar_proc is None or pod.sidecar_proc.poll() is not None):
+            log_path = self.run_dir / "pods" / f"{pod.key}.proxy.log"
+            pod.sidecar_proc = start_process(pod.sidecar, log_path, {**os.environ, **pod.env})
+
     def _spawn(self, pod: RunningPod) -> None:
         env = {**os.environ, **pod.env}
         logfile = self.run_dir / "pods" / f"{pod.key}.log"
@@ -446,8 +452,7 @@ class PodRunner:
         # Started from the runner's watch or supervision thread, which live as long as the runner:
         # an emulator dies with the runner's process however that ends (processes.py).
         pod.proc = start_process(argv, logfile, env)
-        if pod.sidecar is not None and (pod.sidecar_proc is None or pod.sidecar_proc.poll() is not None):
-            pod.sidecar_proc = start_process(pod.sidecar, self.run_dir / "pods" / f"{pod.key}.proxy.log", env)
+        self._start_sidecar(pod)
         pod.next_probe = 0.0
         pod.ready = False
         pod.started_at = _now()
@@ -531,9 +536,9 @@ class PodRunner:
             self._spawn(pod)
             self._write_status(pod)
             return
-        if pod.sidecar_proc is not None and pod.sidecar_proc.poll() is not None and pod.sidecar is not None:
+        if pod.sidecar_proc is not None and pod.sidecar_proc.poll() is not None:
             log.warning("%s: the proxy exited with %s; restarting it", pod.key, pod.sidecar_proc.returncode)
-            pod.sidecar_proc = start_process(pod.sidecar, self.run_dir / "pods" / f"{pod.key}.proxy.log")
+            self._start_sidecar(pod)
         if pod.argv is not None:  # probes of their own, each probe period
             now = time.monotonic()
             if now < pod.next_probe:
