@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import aiohttp
 
+from specops.render.hotswap import ENDPOINT_SLICE_API_VERSIONS
 from specops_testkit.testbed.scenario import Arrival, Scenario, arrivals
 
 Resolver = Callable[[], Sequence[str]]
@@ -182,7 +183,7 @@ def endpoints_resolver(api: Any, namespace: str, service: str) -> Resolver:
     def from_slices(port_name: str | None) -> list[str]:
         if not slices_api:
             discovery = dynamic.DynamicClient(api)
-            for version in ("discovery.k8s.io/v1", "discovery.k8s.io/v1beta1"):
+            for version in ENDPOINT_SLICE_API_VERSIONS:
                 try:
                     slices_api.append(discovery.resources.get(api_version=version, kind="EndpointSlice"))
                     break
