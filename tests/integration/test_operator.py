@@ -21,6 +21,7 @@ from specops_testkit.testbed.stack import Testbed
 from tests.support.live_cluster import (
     POD_MONITOR_CRD,
     condition,
+    create_settled_example,
     create_si,
     deployment,
     event_reasons,
@@ -325,21 +326,8 @@ def test_no_op_reconcile_writes_nothing_and_restart_resumes(
     # Evaluations run too (no traffic: NoData each time), every few seconds, so that the watch below
     # covers several of them and several resyncs; figures would refresh after an hour.
     op = start_operator(resync_seconds=1.0, status_refresh_seconds=3600.0)
-    doc = example_doc()
-    doc["spec"]["replicas"] = 1
-    doc["spec"].setdefault("policy", {})["interval"] = f"{EVALUATION_SECONDS:g}s"
-    created = create_si(api, namespace, doc)
+    created = create_settled_example(api, namespace, f"{EVALUATION_SECONDS:g}s")
     name = "llama70b-chat"
-    wait_for(lambda: condition(get_si(api, namespace, name), "Ready").get("status") == "True", 90, "Ready")
-    # The first evaluation may run before Prometheus scraped the new pod (NoSeries); a later one
-    # sees its series without traffic: a real change, written once.
-    wait_for(
-        lambda: (
-            condition(get_si(api, namespace, name), "MetricsAvailable").get("reason") == "InsufficientTraffic"
-        ),
-        75,
-        "the pod's series scraped and evaluated",
-    )
     time.sleep(3)  # let the last status and event writes land
     before = {d: deployment(api, namespace, f"{name}-{d}").metadata for d in ("spec", "base")}
     si_before = get_si(api, namespace, name)

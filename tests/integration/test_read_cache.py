@@ -14,7 +14,13 @@ from specops.api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from specops.controller import metrics
 from specops.controller.cache import DEPLOYMENT, ReadCache
 from specops_testkit.testbed.stack import Testbed
-from tests.support.live_cluster import condition, create_si, get_si, operator_writes, patch_si, wait_for
+from tests.support.live_cluster import (
+    create_settled_example,
+    create_si,
+    operator_writes,
+    patch_si,
+    wait_for,
+)
 from tests.support.resources import example_doc
 
 pytestmark = pytest.mark.integration
@@ -102,18 +108,7 @@ def test_a_settled_resource_is_reconciled_and_evaluated_without_a_get(
     # A resync every second and an evaluation every two; no traffic, so once the pod's series are
     # scraped every evaluation has the same verdict and the status stops changing.
     start_operator(resync_seconds=1.0, status_refresh_seconds=3600.0)
-    doc = example_doc()
-    doc["spec"]["replicas"] = 1
-    doc["spec"].setdefault("policy", {})["interval"] = "2s"
-    create_si(api, namespace, doc)
-    wait_for(lambda: condition(get_si(api, namespace, NAME), "Ready").get("status") == "True", 90, "Ready")
-    wait_for(
-        lambda: (
-            condition(get_si(api, namespace, NAME), "MetricsAvailable").get("reason") == "InsufficientTraffic"
-        ),
-        75,
-        "the pod's series scraped and evaluated",
-    )
+    create_settled_example(api, namespace, "2s")
 
     def recent_writes() -> list[str]:  # the operator's writes in this namespace in the last three seconds
         since = time.time() - 3

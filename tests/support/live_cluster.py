@@ -23,6 +23,7 @@ from specops.controller.main import OperatorOptions
 from specops_testkit.testbed.audit import writes_by
 from specops_testkit.testbed.controlplane import OPERATOR_USER
 from specops_testkit.testbed.stack import Testbed
+from tests.support.resources import example_doc
 
 T = TypeVar("T")
 
@@ -68,6 +69,28 @@ def patch_si(api: client.ApiClient, namespace: str, name: str, patch: dict[str, 
 
 def condition(si: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in (si.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def create_settled_example(api: client.ApiClient, namespace: str, interval: str) -> dict[str, Any]:
+    """The default example with one replica, evaluated every ``interval``, created and waited for
+    until it is Ready and has been evaluated on its pod's scraped series (no traffic: the verdict
+    stays InsufficientTraffic and status stops changing).  The resource as created."""
+    doc = example_doc()
+    doc["spec"]["replicas"] = 1
+    doc["spec"].setdefault("policy", {})["interval"] = interval
+    created = create_si(api, namespace, doc)
+    name = doc["metadata"]["name"]
+    wait_for(lambda: condition(get_si(api, namespace, name), "Ready").get("status") == "True", 90, "Ready")
+    # The first evaluation may run before Prometheus scraped the new pod (NoSeries); a later one
+    # sees its series without traffic.
+    wait_for(
+        lambda: (
+            condition(get_si(api, namespace, name), "MetricsAvailable").get("reason") == "InsufficientTraffic"
+        ),
+        75,
+        "the pod's series scraped and evaluated",
+    )
+    return created
 
 
 def deployment(api: client.ApiClient, namespace: str, name: str) -> Any:
