@@ -278,32 +278,37 @@ class PodRunner:
             return
         container = pod.spec.containers[0]
         port = next((p.container_port for p in container.ports or []), 8000)
-        version = version_from_image(container.image or "", self.default_version)
-        gpu_memory = GPUS[self.gpu_type].memory_gib
+        ip = next(self._ips)
         running = RunningPod(
             namespace=pod.metadata.namespace,
             name=pod.metadata.name,
             uid=pod.metadata.uid,
-            ip=next(self._ips),
+            ip=ip,
             port=port,
             labels=dict(pod.metadata.labels or {}),
             container=container.name,
             grace_seconds=float(pod.spec.termination_grace_period_seconds or 30),
             prestop_sleep=_prestop_sleep(container),
             args=[*(container.command or []), *(container.args or [])],  # entry point, then args
-            env={
-                "SPECOPS_EMULATOR_HOST": "",  # set below once the IP is known
-                "SPECOPS_EMULATOR_VLLM_VERSION": version,
-                "SPECOPS_EMULATOR_GPU_MEMORY_GIB": f"{gpu_memory:g}",
-                "SPECOPS_EMULATOR_SEED": str(zlib.crc32(pod.metadata.name.encode())),
-                "SPECOPS_EMULATOR_PARENT_PID": str(os.getpid()),
-                **self.emulator_env,
-            },
+            env=self._emulator_env(
+                pod, container.image, ip, {"SPECOPS_EMULATOR_PARENT_PID": str(os.getpid())}
+            ),
         )
-        running.env["SPECOPS_EMULATOR_HOST"] = running.ip
         self.pods[running.key] = running
         self._spawn(running)
         self._write_status(running)
+
+    def _emulator_env(self, pod: Any, image: str | None, host: str, extra: dict[str, str]) -> dict[str, str]:
+        """A pod's emulator settings: the release its image names, the GPU type's memory, a seed
+        from the pod's name, where to listen; then ``extra``; then the runner's own settings."""
+        return {
+            "SPECOPS_EMULATOR_HOST": host,
+            "SPECOPS_EMULATOR_VLLM_VERSION": version_from_image(image or "", self.default_version),
+            "SPECOPS_EMULATOR_GPU_MEMORY_GIB": f"{GPUS[self.gpu_type].memory_gib:g}",
+            "SPECOPS_EMULATOR_SEED": str(zlib.crc32(pod.metadata.name.encode())),
+            **extra,
+            **self.emulator_env,
+        }
 
     # --------------------------------------------------------------------------- hot-swap pods
 
@@ -369,7 +374,6 @@ class PodRunner:
                 (pod_dir / "volumes" / volume / name).write_bytes(raw)
         engines = next(c for c in pod.spec.containers if c.name != PROXY_CONTAINER)
         proxy = next(c for c in pod.spec.containers if c.name == PROXY_CONTAINER)
-        version = version_from_image(engines.image or "", self.default_version)
         nginx_dir = pod_dir / "nginx"
         nginx_dir.mkdir(parents=True, exist_ok=True)
         includes = "".join(
@@ -402,12 +406,9 @@ class PodRunner:
             env={
                 **{e.name: e.value or "" for e in engines.env or []},
                 "PATH": f"{self._shims()}:{os.environ.get('PATH', '')}",
-                "SPECOPS_EMULATOR_HOST": local_ip,
-                "SPECOPS_EMULATOR_VLLM_VERSION": version,
-                "SPECOPS_EMULATOR_GPU_MEMORY_GIB": f"{GPUS[self.gpu_type].memory_gib:g}",
-                "SPECOPS_EMULATOR_SEED": str(zlib.crc32(pod.metadata.name.encode())),
-                ENV_GPU_LEDGER: str(pod_dir / "gpu-ledger.json"),
-                **self.emulator_env,
+                **self._emulator_env(
+                    pod, engines.image, local_ip, {ENV_GPU_LEDGER: str(pod_dir / "gpu-ledger.json")}
+                ),
             },
             sidecar=[NGINX, "-c", str(nginx_dir / "nginx.conf"), "-p", str(nginx_dir)],
             ready_exec=[translate(a) for a in probe_exec.command] if probe_exec is not None else None,
