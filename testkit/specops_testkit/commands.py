@@ -11,7 +11,8 @@ import typer
 
 
 class DemoRollout(StrEnum):
-    """``spec.rollout.strategy`` for the demo (unset: as the resource says)."""
+    """``spec.rollout.strategy`` for the demo (unset: as the resource says), by the names of
+    ``RolloutStrategy``'s members."""
 
     RESTART = "restart"
     SURGE = "surge"
@@ -35,13 +36,10 @@ def demo(
     ] = None,
 ) -> None:
     """Run the operator on the local closed loop: falls back when acceptance collapses, probes, re-enables."""
+    from specops.api.v1alpha1 import RolloutStrategy
     from specops_testkit.testbed.demo import run_demo
 
-    strategy = (
-        {"restart": "Restart", "surge": "Surge", "hot-swap": "HotSwap"}.get(rollout.value)
-        if rollout
-        else None
-    )
+    strategy = RolloutStrategy[rollout.name].value if rollout else None  # the same member names
     run_demo(resource, scenario, run_dir, plot, keep=keep, rollout=strategy)
 
 

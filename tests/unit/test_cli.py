@@ -181,3 +181,11 @@ def test_console_script_is_installed() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "valid" in out.stdout
+
+
+def test_demo_rollout_names_a_strategy_each() -> None:
+    """`specops demo --rollout` maps its choices onto RolloutStrategy by member name."""
+    from specops.api.v1alpha1 import RolloutStrategy
+    from specops_testkit.commands import DemoRollout
+
+    assert {RolloutStrategy[r.name] for r in DemoRollout} == set(RolloutStrategy)
