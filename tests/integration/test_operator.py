@@ -208,7 +208,11 @@ def test_scale_subresource_mid_switch_keeps_one_replica_at_a_time(
     wait_for(lambda: pools()[2] == 2, 120, "two ready speculative replicas")
     patch_si(api, namespace, name, {"spec": {"policy": {"mode": "Baseline"}}})
     wait_for(lambda: pools()[:2] == (1, 1), 60, "the first step of the switch")
-    kubectl(testbed, "-n", namespace, "scale", "specinf", name, "--replicas=3")
+    # Through the API, as an HPA writes it, at once: the step that waits for a pod lasts a few
+    # seconds, and a kubectl process on a loaded machine has taken longer than that to start.
+    client.CustomObjectsApi(api).patch_namespaced_custom_object_scale(
+        GROUP, VERSION, namespace, PLURAL, name, {"spec": {"replicas": 3}}
+    )
     seen = []
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from specops.controller.evaluator import Evaluator
 from specops.controller.kube import NotLeaderError
@@ -159,3 +162,32 @@ def test_lost_leadership_ends_the_cycle() -> None:
     assert report.resources == 0 and report.errors == 0
     assert len(rec.calls) < 20  # the rest never started
     assert all(t.last == 0.0 for t in ev.tracked.values())  # due again for the next leader
+
+
+def _forbidden(cause: str) -> ApiException:
+    exc = ApiException(status=403, reason="Forbidden")
+    exc.body = json.dumps({"kind": "Status", "code": 403, "details": {"causes": [{"reason": cause}]}})
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("fail", "errors"),
+    [
+        (_forbidden("NamespaceTerminating"), 0),  # what a write into a namespace being deleted gets
+        (ApiException(status=404, reason="Not Found"), 0),  # deleted between the read and a write
+        (_forbidden("Unknown"), 1),  # RBAC: a fault the operator's log must show
+        (ApiException(status=500, reason="Internal Server Error"), 1),
+    ],
+)
+def test_a_resource_deleted_meanwhile_is_no_error(
+    fail: ApiException, errors: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A namespace being deleted refuses the evaluation's writes (403 NamespaceTerminating): the
+    resource is on its way out, so that is logged as skipped, not as a failure with a traceback."""
+    rec = SlowReconciler(0.0, fail=fail)
+    ev = Evaluator(rec, "http://prom", query=rows_for([]))  # type: ignore[arg-type]
+    ev.track("ns", "r0", {})
+    report = ev.run_cycle()
+    assert report.errors == errors
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(logged) == errors, logged

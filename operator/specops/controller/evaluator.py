@@ -36,7 +36,7 @@ from urllib3.util.retry import Retry
 from specops.api.v1alpha1 import PolicySpec
 from specops.checks.admission import prometheus_url_allowed
 from specops.controller import metrics
-from specops.controller.kube import NotLeaderError
+from specops.controller.kube import NotLeaderError, gone_or_terminating
 from specops.controller.reconciler import Reconciler
 from specops.metrics.observation import Key, build_observations
 from specops.metrics.promql import Sample, Signal, build_queries, parse_vector, promql_duration
@@ -257,6 +257,9 @@ class Evaluator:
         except NotLeaderError:
             raise
         except Exception as exc:
+            if gone_or_terminating(exc):  # deleted meanwhile: the next cycle no longer tracks it
+                log.info("evaluation of %s/%s skipped: %s", ns, name, getattr(exc, "reason", exc))
+                return None
             log.exception("evaluating %s/%s failed", ns, name)
             return exc
 

@@ -29,6 +29,14 @@ class NotLeaderError(RuntimeError):
     """A write refused because this replica does not hold the leader Lease (any more)."""
 
 
+def gone_or_terminating(exc: BaseException) -> bool:
+    """The API server's answer when the object was deleted (404) or its namespace is being deleted
+    (403 NamespaceTerminating: writes there are refused): nothing left to act on, not a fault."""
+    if not isinstance(exc, ApiException):
+        return False
+    return exc.status == 404 or (exc.status == 403 and "NamespaceTerminating" in str(exc.body or ""))
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
