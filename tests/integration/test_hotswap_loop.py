@@ -30,7 +30,17 @@ from specops_testkit.testbed.loadgen import Record, endpoints_resolver, run_load
 from specops_testkit.testbed.scenario import Scenario
 from specops_testkit.testbed.stack import Testbed
 from tests.support.hotswap import http_status
-from tests.support.live_cluster import condition, create_si, get_si, local_only, patch_si, wait_for
+from tests.support.live_cluster import (
+    api_reads,
+    condition,
+    create_si,
+    get_si,
+    local_only,
+    patch_si,
+    reads_since,
+    wait_for,
+    wait_until_quiet,
+)
 from tests.support.resources import example_doc
 
 pytestmark = pytest.mark.integration
@@ -164,3 +174,13 @@ def test_a_switch_swaps_engines_in_place_without_a_failed_request(
             socket.create_connection((ip, ENGINE_PORTS[pool]), timeout=2),
         ):
             pass
+
+    # The read cache: once settled, the evaluations (every 2 s) read from the API server only the
+    # admin Secret (not listed or watched: that would need the right to list every Secret); the
+    # ConfigMap, NetworkPolicy, Deployment, Service, EndpointSlices and pods come from watches.
+    wait_until_quiet(testbed, namespace)
+    gets, lists = api_reads("get"), api_reads("list")
+    time.sleep(6)
+    assert reads_since(lists, "list") == {}
+    sent = reads_since(gets, "get")
+    assert set(sent) == {"Secret"}, f"GETs in a steady period: {sent}"  # one per reconcile

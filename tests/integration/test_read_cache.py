@@ -12,30 +12,35 @@ from kubernetes import client
 
 from specops.api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from specops.controller import metrics
-from specops.controller.cache import DEPLOYMENT, ReadCache
+from specops.controller.cache import (
+    CONFIG_MAP,
+    DEPLOYMENT,
+    ENDPOINT_SLICE,
+    NETWORK_POLICY,
+    NETWORKING,
+    OWN_SLICES,
+    SWAP_OBJECTS,
+    CachedKube,
+    ReadCache,
+)
+from specops.controller.kube import Kube
+from specops.render.hotswap import ENDPOINT_SLICE_API_VERSIONS
 from specops_testkit.testbed.stack import Testbed
 from tests.support.live_cluster import (
+    api_reads,
     create_settled_example,
     create_si,
     operator_writes,
     patch_si,
+    reads_since,
     wait_for,
+    wait_until_quiet,
 )
 from tests.support.resources import example_doc
 
 pytestmark = pytest.mark.integration
 
 NAME = "llama70b-chat"
-
-
-def _reads(verb: str) -> dict[str, float]:
-    """The operator's read requests of ``verb`` sent so far in this process, by kind."""
-    out: dict[str, float] = {}
-    for family in metrics.API_READS.collect():
-        for s in family.samples:
-            if s.name.endswith("_total") and s.labels["verb"] == verb:
-                out[s.labels["kind"]] = out.get(s.labels["kind"], 0.0) + s.value
-    return out
 
 
 def _evaluations() -> float:
@@ -110,27 +115,68 @@ def test_a_settled_resource_is_reconciled_and_evaluated_without_a_get(
     start_operator(resync_seconds=1.0, status_refresh_seconds=3600.0)
     create_settled_example(api, namespace, "2s")
 
-    def recent_writes() -> list[str]:  # the operator's writes in this namespace in the last three seconds
-        since = time.time() - 3
-        return [
-            f"{w['verb']} {w['objectRef'].get('resource')}/{w['objectRef'].get('subresource', '')}"
-            f" {w['objectRef'].get('name')}"
-            for w in operator_writes(testbed, since)
-            if w["objectRef"].get("namespace") == namespace
-        ]
-
-    time.sleep(3)
-    deadline = time.monotonic() + 30
-    while (noisy := recent_writes()) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert not noisy, f"the operator's writes did not stop: {noisy}"
-    gets, evaluations = _reads("get"), _evaluations()
+    wait_until_quiet(testbed, namespace)
+    gets, evaluations = api_reads("get"), _evaluations()
     t0 = time.time()
     time.sleep(6)  # about six resyncs and three evaluations
     assert _evaluations() - evaluations >= 2, "fewer than two evaluations ran"
     writes = [w for w in operator_writes(testbed, t0) if w["objectRef"].get("namespace") == namespace]
     assert writes == [], writes[:3]
-    after = _reads("get")
-    sent = {kind: after.get(kind, 0.0) - n for kind, n in gets.items() if after.get(kind, 0.0) != n}
-    sent.update({kind: n for kind, n in after.items() if kind not in gets})
+    sent = reads_since(gets, "get")
     assert sent == {}, f"GETs in a steady period: {sent}"
+
+
+def test_the_hot_swap_objects_are_watched_from_their_first_read(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """The ConfigMap, NetworkPolicy and EndpointSlice informers (lazy: started by the first read of
+    a hot-swap resource's objects) list and follow those SpecOps labelled, in the EndpointSlice
+    version the cluster serves; a read before their first list goes to the API server."""
+    slices = next(v for v in ENDPOINT_SLICE_API_VERSIONS if Kube(api).serves(v, ENDPOINT_SLICE))
+    rc = ReadCache.watching(api, (), pod_monitors=False, endpoint_slices=slices)
+    rc.start()
+    kube = CachedKube(Kube(api), rc)
+    try:
+        labels = {**SWAP_OBJECTS, "app.kubernetes.io/instance": "demo"}
+        core = client.CoreV1Api(api)
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": "ours", "labels": labels},
+                                                      "data": {"nginx.conf": "x"}})  # fmt: skip
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": "theirs"}, "data": {"a": "b"}})
+        client.NetworkingV1Api(api).create_namespaced_network_policy(namespace, {
+            "metadata": {"name": "ours", "labels": labels},
+            "spec": {"podSelector": {"matchLabels": labels}, "policyTypes": ["Ingress"]},
+        })  # fmt: skip
+        custom = client.CustomObjectsApi(api)
+        group, version = slices.split("/")
+        custom.create_namespaced_custom_object(group, version, namespace, "endpointslices", {
+            "apiVersion": slices, "kind": ENDPOINT_SLICE,
+            "metadata": {"name": "ours-ipv4", "labels": {**OWN_SLICES, "kubernetes.io/service-name": "ours"}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}}],
+        })  # fmt: skip
+        before = api_reads("get")
+        first = kube.get_object("v1", CONFIG_MAP, namespace, "ours")  # starts the informer
+        assert first is not None and first["data"] == {"nginx.conf": "x"}
+        assert reads_since(before, "get") == {CONFIG_MAP: 1.0}
+        for kind, api_version in ((NETWORK_POLICY, NETWORKING), (ENDPOINT_SLICE, slices)):
+            kube.get_object(api_version, kind, namespace, "ours" if kind == NETWORK_POLICY else "ours-ipv4")
+        wait_for(lambda: all(i.synced for i in rc.informers.values() if i.lazy and i.kind != "Pod"), 30,
+                 "the hot-swap informers listed")  # fmt: skip
+        before = api_reads("get")
+        assert kube.get_object("v1", CONFIG_MAP, namespace, "ours") == first
+        assert kube.get_object("v1", CONFIG_MAP, namespace, "theirs") is None  # not labelled: not held
+        policy = kube.get_object(NETWORKING, NETWORK_POLICY, namespace, "ours")
+        assert policy is not None and policy["spec"]["podSelector"] == {"matchLabels": labels}
+        sliced = kube.get_object(slices, ENDPOINT_SLICE, namespace, "ours-ipv4")
+        assert sliced is not None and sliced["endpoints"][0]["addresses"] == ["10.0.0.1"]
+        assert sliced["addressType"] == "IPv4" and "spec" not in sliced
+        assert reads_since(before, "get") == {}
+        core.patch_namespaced_config_map("ours", namespace, {"data": {"nginx.conf": "y"}})
+        wait_for(lambda: (kube.get_object("v1", CONFIG_MAP, namespace, "ours") or {}).get("data")
+                 == {"nginx.conf": "y"}, 10, "the ConfigMap's update in the cache")  # fmt: skip
+        core.delete_namespaced_config_map("ours", namespace)
+        informer = rc.informer(CONFIG_MAP, namespace)
+        assert informer is not None
+        wait_for(lambda: informer.get(namespace, "ours") == (True, None), 10, "its delete in the cache")
+    finally:
+        rc.stop()

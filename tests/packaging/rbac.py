@@ -62,13 +62,18 @@ def leader_election(lease: str) -> set[Perm]:
 HOT_SWAP: set[Perm] = (
     perms("", "pods", ["get", "list", "watch", "patch", "delete"])
     | perms("", "secrets", ["get", "create", "patch"])
-    | perms("", "configmaps", ["get", "create", "patch"])
-    | perms("networking.k8s.io", "networkpolicies", ["get", "create", "patch"])
-    | perms("discovery.k8s.io", "endpointslices", ["get", "create", "patch"])
+    | perms("", "configmaps", ["get", "list", "watch", "create", "patch"])
+    | perms("networking.k8s.io", "networkpolicies", ["get", "list", "watch", "create", "patch"])
+    | perms("discovery.k8s.io", "endpointslices", ["get", "list", "watch", "create", "patch"])
 )
 # Used only when something goes wrong: a pod whose wake failed is deleted (the restart fallback);
-# a pod is read alone only when the read cache cannot answer.  Granted, not required to be used.
-HOT_SWAP_ON_FAILURE: set[Perm] = {("", "pods", "delete", ""), ("", "pods", "get", "")}
+# a pod, ConfigMap, NetworkPolicy or EndpointSlice is read alone only when the read cache cannot
+# answer.  Granted, not required to be used.
+HOT_SWAP_ON_FAILURE: set[Perm] = {("", "pods", "delete", "")} | {
+    (group, kind, "get", "")
+    for group, kind in [("", "pods"), ("", "configmaps"), ("networking.k8s.io", "networkpolicies"),
+                        ("discovery.k8s.io", "endpointslices")]
+}  # fmt: skip
 CLUSTER_WIDE_DEFAULT = NAMESPACED | POD_MONITORS | CLUSTER_SCOPED | WEBHOOKS
 NAMESPACED_MODE_CLUSTER_ROLE = CLUSTER_SCOPED | WEBHOOKS | NAMESPACES
 NAMESPACED_MODE_ROLE = NAMESPACED | POD_MONITORS

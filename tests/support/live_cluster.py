@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import GROUP, PLURAL, VERSION
+from specops.controller import metrics
 from specops.controller.main import OperatorOptions
 from specops_testkit.testbed.audit import writes_by
 from specops_testkit.testbed.controlplane import OPERATOR_USER
@@ -122,6 +123,40 @@ def operator_writes(testbed: Testbed, since: float) -> list[dict[str, Any]]:
     """Write requests the operator's identity made since ``since`` (epoch seconds), per the audit log."""
     assert testbed.state is not None
     return writes_by(testbed.state.audit_log, OPERATOR_USER, since)
+
+
+def wait_until_quiet(testbed: Testbed, namespace: str, quiet: float = 3.0, timeout: float = 30.0) -> None:
+    """Wait until the operator has written nothing in ``namespace`` for ``quiet`` seconds."""
+
+    def recent() -> list[str]:
+        return [
+            f"{w['verb']} {w['objectRef'].get('resource')}/{w['objectRef'].get('subresource', '')}"
+            f" {w['objectRef'].get('name')}"
+            for w in operator_writes(testbed, time.time() - quiet)
+            if w["objectRef"].get("namespace") == namespace
+        ]
+
+    time.sleep(quiet)
+    deadline = time.monotonic() + timeout
+    while (noisy := recent()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not noisy, f"the operator's writes did not stop: {noisy}"
+
+
+def api_reads(verb: str) -> dict[str, float]:
+    """The read requests of ``verb`` the operators in this process have sent so far, by kind."""
+    out: dict[str, float] = {}
+    for family in metrics.API_READS.collect():
+        for s in family.samples:
+            if s.name.endswith("_total") and s.labels["verb"] == verb:
+                out[s.labels["kind"]] = out.get(s.labels["kind"], 0.0) + s.value
+    return out
+
+
+def reads_since(before: dict[str, float], verb: str) -> dict[str, float]:
+    """The requests of ``verb`` sent since ``api_reads(verb)`` returned ``before``, by kind."""
+    after = api_reads(verb)
+    return {kind: n - before.get(kind, 0.0) for kind, n in after.items() if n != before.get(kind, 0.0)}
 
 
 def kubectl(testbed: Testbed, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -17,12 +17,18 @@ from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import KIND
 from specops.controller.cache import (
+    CONFIG_MAP,
     DEPLOYMENT,
+    ENDPOINT_SLICE,
     LAST_APPLIED,
+    NETWORK_POLICY,
+    NETWORKING,
+    OWN_SLICES,
     OWNED,
     POD,
     POD_MONITOR,
     SERVICE,
+    SWAP_OBJECTS,
     SWAP_PODS,
     CachedKube,
     Informer,
@@ -31,12 +37,16 @@ from specops.controller.cache import (
     strip_pod,
     strip_resource,
 )
+from specops.controller.hotswap import HotSwapExecutor, SwapTimings
 from specops.controller.reconciler import Reconciler
 from specops.plan.drift import needs_apply
 from specops.plan.hotswap_reconcile import AWAKE_ANNOTATION, pod_view
 from specops.policy.decide import Observation
-from specops.render.manifests import render_all
+from specops.render.hotswap import ENDPOINT_SLICE_V1
+from specops.render.manifests import Pool, render_all
 from tests.support.fake_kube import FakeKube
+from tests.support.hotswap import FakeEngines
+from tests.support.hotswap import swap_pod as engine_pod
 from tests.support.resources import as_stored, make_doc, make_si
 
 NOW = "2026-01-01T00:00:00Z"
@@ -69,12 +79,16 @@ class CountingKube(FakeKube):
         self.reads.append((POD, "*"))
         return super().list_pods(namespace, labels)
 
+    def get_object(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads.append((kind, name))
+        return super().get_object(api_version, kind, namespace, name)
+
 
 def hand_fed_cache() -> ReadCache:
     return ReadCache([
         Informer(KIND, strip_resource),
-        Informer(DEPLOYMENT, strip_owned(DEPLOYMENT, "apps/v1"), labels=OWNED),
-        Informer(SERVICE, strip_owned(SERVICE, "v1"), labels=OWNED),
+        Informer(DEPLOYMENT, strip_owned(DEPLOYMENT, "apps/v1"), labels=OWNED, api_version="apps/v1"),
+        Informer(SERVICE, strip_owned(SERVICE, "v1"), labels=OWNED, api_version="v1"),
         Informer(POD, strip_pod, labels=SWAP_PODS),
     ])  # fmt: skip
 
@@ -340,6 +354,40 @@ def test_pods_are_listed_from_the_cache_once_it_holds_the_hot_swaps_writes() -> 
     # Pods outside the cached selection are never answered from it.
     cached.list_pods("serving", {"specops.dev/pool": "hot-swap"})
     assert len(kube.reads) == 3
+
+
+def test_a_steady_hot_swap_reconcile_reads_only_its_secret() -> None:
+    """A HotSwap resource's ConfigMap, NetworkPolicy and EndpointSlices come from the cache as its
+    pools do; the admin Secret alone is read by name (watching Secrets would need the right to
+    list them all), once per reconcile."""
+    kube = CountingKube(as_stored(make_doc(rollout={"strategy": "HotSwap"})))
+    engines = FakeEngines()
+    cache = ReadCache([
+        *hand_fed_cache().informers.values(),
+        Informer(CONFIG_MAP, strip_owned(CONFIG_MAP, "v1"), labels=SWAP_OBJECTS, api_version="v1"),
+        Informer(NETWORK_POLICY, strip_owned(NETWORK_POLICY, NETWORKING), labels=SWAP_OBJECTS,
+                 api_version=NETWORKING),
+        Informer(ENDPOINT_SLICE, strip_owned(ENDPOINT_SLICE, ENDPOINT_SLICE_V1), labels=OWN_SLICES,
+                 api_version=ENDPOINT_SLICE_V1),
+    ])  # fmt: skip
+    cached = CachedKube(kube, cache)
+    executor = HotSwapExecutor(cached, engines.client, SwapTimings(drain_seconds=0, poll_seconds=0),
+                               lambda s: None, lambda: 0.0)  # fmt: skip
+    rec = Reconciler(cached, clock=lambda: NOW, hot_swap=executor)
+    for i in (1, 2):
+        kube.add(engine_pod(f"demo-swap-{i}", f"10.0.0.{i}", "speculative"))
+        engines.pod(f"10.0.0.{i}", Pool.SPECULATIVE)
+    relist(cache, kube)
+    for _ in range(4):  # the Secret, the objects, routing and status: then nothing left to do
+        rec.reconcile("serving", "demo")
+        relist(cache, kube)  # the watches deliver what was written
+    kube.reads.clear()
+    out = rec.reconcile("serving", "demo")
+    assert out is not None and out.applied == [] and not out.status_patched, out
+    assert kube.reads == [("Secret", "demo-hotswap-admin")]
+    # A kind the cache holds in another version than asked for goes to the API server.
+    assert cached.get_object("discovery.k8s.io/v1beta1", ENDPOINT_SLICE, "serving", "demo-spec-ipv4")
+    assert kube.reads[-1] == (ENDPOINT_SLICE, "demo-spec-ipv4")
 
 
 # ------------------------------------------------------------------- the informer's own thread

@@ -10,16 +10,23 @@ informers and hands every write to ``Kube``; a steady reconcile sends no request
 
 What is watched: SpeculativeInferences (all of them), and Deployments, Services, PodMonitors (when
 the kind is served) labelled ``app.kubernetes.io/managed-by=specops``; pods only those of hot-swap
-pools (``specops.dev/pool=hot-swap`` too: the only pods the operator lists).  In namespaced mode,
-one informer per kind and watched namespace.  An informer refused its list or watch (RBAC without
-``list``/``watch``, a kind not served) answers nothing: reads of that kind go to the API server.
+pools (``specops.dev/pool=hot-swap`` too: the only pods the operator lists).  A hot-swap resource's
+ConfigMap and NetworkPolicy (labelled as its pods) and EndpointSlices (labelled
+``endpointslice.kubernetes.io/managed-by=specops.dev``, in the version the cluster serves) are
+watched too, from the first read of one (``get_object``); its admin Secret is not (a watch of
+Secrets needs the right to list every Secret in scope): one GET of it per hot-swap reconcile.
+Pods and the hot-swap kinds are watched lazily, so an operator without hot-swap resources needs no
+right to list them.  In namespaced mode, one informer per kind and watched namespace.  An informer
+refused its list or watch (RBAC without ``list``/``watch``, a kind not served) answers nothing:
+reads of that kind go to the API server.
 
 What is kept, to bound memory (each object as compact JSON, decoded afresh for each read, so a
 caller can never change what is stored): for a SpeculativeInference, everything but
 ``metadata.managedFields`` and kubectl's last-applied annotation.  For the owned objects:
 ``metadata`` (name, namespace, uid, resourceVersion, generation, labels, annotations but the
 last-applied one, ownerReferences, deletionTimestamp, and of ``managedFields`` only SpecOps' own
-Apply entry, which the drift check reads), the whole ``spec`` (the drift check compares it), and of
+Apply entry, which the drift check reads), every other top-level field but ``status`` (the drift
+check compares them: ``spec``, a ConfigMap's ``data``, an EndpointSlice's endpoints), and of
 a Deployment's ``status`` only replicas, readyReplicas, updatedReplicas, availableReplicas and
 observedGeneration (the pool states).  Of a pod: that metadata, ``spec.nodeName``, and of its
 status the phase, podIP(s) and the conditions' type and status (the hot swap's pod view).
@@ -49,7 +56,7 @@ Why a stale read cannot cause a wrong write:
    managed-by label removed) is re-applied, which is what restores it, and the apply's version is
    then waited for (2.).
 6. Before an informer's first list, after a watch error until the list again, and for whatever
-   is not cached (``get_object``, pods outside hot-swap pools, unwatched namespaces), reads go to
+   is not cached (the admin Secret, pods outside hot-swap pools, unwatched namespaces), reads go to
    the API server, counted in ``specops_api_reads_total`` as every request sent.
 7. Every replica watches, leader or not.  A new leader acts at least ``lease_duration -
    renew_deadline`` (5 s by default) after the old one's last write, far beyond a watch's lag, and
@@ -77,12 +84,13 @@ from kubernetes.client.exceptions import ApiException
 from specops.api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from specops.controller import metrics
 from specops.controller.kube import FIELD_MANAGER, Kube, KubeApi
-from specops.render.hotswap import SWAP_POOL
+from specops.render.hotswap import ENDPOINT_SLICE_API_VERSIONS, ENDPOINTSLICE_MANAGER, SWAP_POOL
 from specops.render.manifests import LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY
 
 log = logging.getLogger("specops.cache")
 
 DEPLOYMENT, SERVICE, POD_MONITOR, POD = "Deployment", "Service", "PodMonitor", "Pod"
+CONFIG_MAP, NETWORK_POLICY, ENDPOINT_SLICE = "ConfigMap", "NetworkPolicy", "EndpointSlice"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # Server-side timeout of one watch request; it is then renewed from the last version seen.  The
 # client gives up on a watch silent for longer than that plus WATCH_GRACE (a connection that died
@@ -98,6 +106,8 @@ SEEN_VERSIONS = 8
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 OWNED = {LABEL_MANAGED_BY: MANAGED_BY}
 SWAP_PODS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_POOL: SWAP_POOL}
+SWAP_OBJECTS = SWAP_PODS  # a hot-swap resource's ConfigMap and NetworkPolicy carry its pods' labels
+OWN_SLICES = {"endpointslice.kubernetes.io/managed-by": ENDPOINTSLICE_MANAGER}
 _META_KEPT = ("name", "namespace", "uid", "resourceVersion", "generation", "labels", "ownerReferences",
               "deletionTimestamp")  # fmt: skip
 _DEPLOYMENT_STATUS = (
@@ -142,14 +152,17 @@ def _owned_meta(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def strip_owned(kind: str, api_version: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """A Deployment, Service or PodMonitor as kept (list items carry no kind: it is set here)."""
+    """An object SpecOps applies, as kept (list items carry no kind: it is set here): the kept
+    metadata and every top-level field the apply sets (``spec``; a ConfigMap's ``data``, an
+    EndpointSlice's ``addressType``, ``endpoints`` and ``ports``), no ``status`` but a
+    Deployment's pool figures."""
 
     def strip(obj: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {
             "apiVersion": api_version,
             "kind": kind,
             "metadata": _owned_meta(obj.get("metadata") or {}),
-            "spec": obj.get("spec") or {},
+            **{k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata", "status")},
         }
         if kind == DEPLOYMENT:
             status = obj.get("status") or {}
@@ -217,8 +230,10 @@ class Informer:
         list_fn: ListFn | None = None,
         args: tuple[Any, ...] = (),
         lazy: bool = False,
+        api_version: str | None = None,
     ) -> None:
         self.kind = kind
+        self.api_version = api_version  # what ``get_object`` asks for; None: not read through it
         self.namespace = namespace
         self.labels = dict(labels or {})
         self._strip = strip
@@ -473,6 +488,15 @@ class Informer:
 # ------------------------------------------------------------------------------------- cache
 
 
+NETWORKING, MONITORING = "networking.k8s.io/v1", "monitoring.coreos.com/v1"
+
+
+def _plural(api_version: str, namespace: str | None, plural: str) -> tuple[str, ...]:
+    """The arguments of ``CustomObjectsApi``'s list calls (any kind of a named API group)."""
+    group, version = api_version.split("/")
+    return (group, version, namespace, plural) if namespace is not None else (group, version, plural)
+
+
 class ReadCache:
     """The informers, by kind and namespace ("" for all namespaces)."""
 
@@ -481,8 +505,15 @@ class ReadCache:
         self.started = False
 
     @classmethod
-    def watching(cls, api: client.ApiClient, namespaces: tuple[str, ...], pod_monitors: bool) -> ReadCache:
-        """The operator's informers: cluster-wide without ``namespaces``, else one per namespace."""
+    def watching(
+        cls,
+        api: client.ApiClient,
+        namespaces: tuple[str, ...],
+        pod_monitors: bool,
+        endpoint_slices: str | None = None,
+    ) -> ReadCache:
+        """The operator's informers: cluster-wide without ``namespaces``, else one per namespace.
+        ``endpoint_slices``: the EndpointSlice version the hot swap writes (None: not cached)."""
         custom, apps, core = client.CustomObjectsApi(api), client.AppsV1Api(api), client.CoreV1Api(api)
         informers = []
         for ns in namespaces or (None,):
@@ -493,23 +524,38 @@ class ReadCache:
             list_deployments = (
                 apps.list_namespaced_deployment if scoped else apps.list_deployment_for_all_namespaces
             )
+            list_config_maps = (
+                core.list_namespaced_config_map if scoped else core.list_config_map_for_all_namespaces
+            )
             informers += [
                 Informer(KIND, strip_resource, ns, None, list_custom,
                          (GROUP, VERSION, ns, PLURAL) if scoped else (GROUP, VERSION, PLURAL)),
                 Informer(DEPLOYMENT, strip_owned(DEPLOYMENT, "apps/v1"), ns, OWNED, list_deployments,
-                         (ns,) if scoped else ()),
+                         (ns,) if scoped else (), api_version="apps/v1"),
                 Informer(SERVICE, strip_owned(SERVICE, "v1"), ns, OWNED,
                          core.list_namespaced_service if scoped else core.list_service_for_all_namespaces,
-                         (ns,) if scoped else ()),
+                         (ns,) if scoped else (), api_version="v1"),
                 Informer(POD, strip_pod, ns, SWAP_PODS,
                          core.list_namespaced_pod if scoped else core.list_pod_for_all_namespaces,
                          (ns,) if scoped else (), lazy=True),
+                # The hot swap's other objects, watched from the first read (the admin Secret is
+                # not: watching Secrets would need the right to list every Secret in scope).
+                Informer(CONFIG_MAP, strip_owned(CONFIG_MAP, "v1"), ns, SWAP_OBJECTS,
+                         list_config_maps, (ns,) if scoped else (), lazy=True, api_version="v1"),
+                Informer(NETWORK_POLICY, strip_owned(NETWORK_POLICY, NETWORKING), ns, SWAP_OBJECTS,
+                         list_custom, _plural(NETWORKING, ns, "networkpolicies"), lazy=True,
+                         api_version=NETWORKING),
             ]  # fmt: skip
-            if pod_monitors:
-                mon = ("monitoring.coreos.com", "v1")
+            if endpoint_slices is not None:
                 informers.append(
-                    Informer(POD_MONITOR, strip_owned(POD_MONITOR, "monitoring.coreos.com/v1"), ns, OWNED,
-                             list_custom, (*mon, ns, "podmonitors") if scoped else (*mon, "podmonitors"))
+                    Informer(ENDPOINT_SLICE, strip_owned(ENDPOINT_SLICE, endpoint_slices), ns, OWN_SLICES,
+                             list_custom, _plural(endpoint_slices, ns, "endpointslices"), lazy=True,
+                             api_version=endpoint_slices)
+                )  # fmt: skip
+            if pod_monitors:
+                informers.append(
+                    Informer(POD_MONITOR, strip_owned(POD_MONITOR, MONITORING), ns, OWNED,
+                             list_custom, _plural(MONITORING, ns, "podmonitors"))
                 )  # fmt: skip
         return cls(informers)
 
@@ -596,7 +642,11 @@ class CachedKube:
         return self.kube.serves(api_version, kind)
 
     def get_object(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.kube.get_object(api_version, kind, namespace, name)
+        informer = self.cache.informer(kind, namespace)
+        if informer is None or informer.api_version != api_version:
+            return self.kube.get_object(api_version, kind, namespace, name)
+        self.cache.start_lazy(informer)
+        return self._get(kind, namespace, name, lambda ns, n: self.kube.get_object(api_version, kind, ns, n))
 
     def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         informer = self.cache.informer(POD, namespace)
@@ -661,7 +711,8 @@ class CachedKube:
 
 def cached_kube(kube: Kube, namespaces: tuple[str, ...]) -> CachedKube:
     """The operator's ``CachedKube`` over ``kube`` (its informers not started yet)."""
-    return CachedKube(kube, ReadCache.watching(kube.api, namespaces, kube.pod_monitor_served()))
+    slices = next((v for v in ENDPOINT_SLICE_API_VERSIONS if kube.serves(v, ENDPOINT_SLICE)), None)
+    return CachedKube(kube, ReadCache.watching(kube.api, namespaces, kube.pod_monitor_served(), slices))
 
 
 def _cached_is_a_kube_api(kube: CachedKube) -> KubeApi:

@@ -204,6 +204,8 @@ class HotSwapExecutor:
     # ------------------------------------------------------------------------------------ reads
 
     def observe(self, body: Mapping[str, Any], client: AdminClient | None) -> HotSwapObserved:
+        """What the plan reads: the resource's objects, its pods (each probed for which engine is
+        awake when the view needs it, through ``client``: None when the admin Secret is missing)."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         slices = self.endpoint_slice_api_version()
@@ -219,7 +221,6 @@ class HotSwapExecutor:
             ),
         ]
         live = {(kind, obj): self.kube.get_object(api, kind, ns, obj) for api, kind, obj in keys}
-        secret = self.kube.get_object("v1", "Secret", ns, admin_secret_name(name))
         pods = []
         for pod in self.kube.list_pods(ns, swap_labels(name)):
             if (pod.get("metadata") or {}).get("deletionTimestamp"):
@@ -229,7 +230,7 @@ class HotSwapExecutor:
                 view = self._probe(client, view)
             pods.append(view)
         return HotSwapObserved(
-            live=live, secret_exists=secret is not None, pods=tuple(pods), endpoint_slice_api_version=slices
+            live=live, secret_exists=client is not None, pods=tuple(pods), endpoint_slice_api_version=slices
         )
 
     def endpoint_slice_api_version(self) -> str:
