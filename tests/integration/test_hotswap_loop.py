@@ -36,6 +36,7 @@ from tests.support.live_cluster import (
     create_si,
     get_si,
     local_only,
+    operator_writes,
     patch_si,
     reads_since,
     wait_for,
@@ -179,8 +180,13 @@ def test_a_switch_swaps_engines_in_place_without_a_failed_request(
     # admin Secret (not listed or watched: that would need the right to list every Secret); the
     # ConfigMap, NetworkPolicy, Deployment, Service, EndpointSlices and pods come from watches.
     wait_until_quiet(testbed, namespace)
-    gets, lists = api_reads("get"), api_reads("list")
+    gets, lists, t0 = api_reads("get"), api_reads("list"), time.time()
     time.sleep(6)
     assert reads_since(lists, "list") == {}
     sent = reads_since(gets, "get")
-    assert set(sent) == {"Secret"}, f"GETs in a steady period: {sent}"  # one per reconcile
+    # A status write (a figure refreshed) makes the next read of the resource a GET, until the
+    # watch has delivered it: allowed only if the operator wrote the resource meanwhile.
+    wrote = {w["objectRef"].get("resource") for w in operator_writes(testbed, t0)
+             if w["objectRef"].get("namespace") == namespace}  # fmt: skip
+    allowed = {"Secret"} | ({"SpeculativeInference"} if "speculativeinferences" in wrote else set())
+    assert "Secret" in sent and set(sent) <= allowed, f"GETs in a steady period: {sent}, wrote {wrote}"

@@ -163,7 +163,9 @@ def test_the_hot_swap_objects_are_watched_from_their_first_read(
         wait_for(lambda: all(i.synced for i in rc.informers.values() if i.lazy and i.kind != "Pod"), 30,
                  "the hot-swap informers listed")  # fmt: skip
         before = api_reads("get")
-        assert kube.get_object("v1", CONFIG_MAP, namespace, "ours") == first
+        held = kube.get_object("v1", CONFIG_MAP, namespace, "ours")
+        assert held is not None and held["data"] == first["data"]
+        assert held["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
         assert kube.get_object("v1", CONFIG_MAP, namespace, "theirs") is None  # not labelled: not held
         policy = kube.get_object(NETWORKING, NETWORK_POLICY, namespace, "ours")
         assert policy is not None and policy["spec"]["podSelector"] == {"matchLabels": labels}

@@ -200,16 +200,24 @@ def pod_monitor_kind(testbed: Testbed) -> Iterator[None]:
     )
 
 
-@pytest.fixture(scope="module", params=["cluster-wide", "namespaced", "cluster-wide-hot-swap"])
+INSTALLS = {
+    "cluster-wide": "cw",
+    "namespaced": "ns",
+    "cluster-wide-hot-swap": "hs",
+    "namespaced-hot-swap": "nh",
+}
+
+
+@pytest.fixture(scope="module", params=list(INSTALLS))
 def installed(
     request: pytest.FixtureRequest, helm: Any, testbed: Testbed, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Install]:
-    """The chart installed cluster-wide, for one namespace, or cluster-wide with ``rbac.hotSwap``
-    (whose lifecycle runs a HotSwap resource)."""
-    hot_swap = request.param == "cluster-wide-hot-swap"
-    mode = "cluster-wide" if hot_swap else request.param
+    """The chart installed cluster-wide or for one namespace, each without and with
+    ``rbac.hotSwap`` (whose lifecycle runs a HotSwap resource instead)."""
+    hot_swap = request.param.endswith("-hot-swap")
+    mode = request.param.removesuffix("-hot-swap")
     suffix = uuid.uuid4().hex[:6]
-    short = {"cluster-wide": "cw", "namespaced": "ns", "cluster-wide-hot-swap": "hs"}[request.param]
+    short = INSTALLS[request.param]
     inst = Install(
         mode,
         f"specops-{short}",
@@ -359,16 +367,15 @@ def test_rbac_is_sufficient_and_every_grant_is_used(
     assert {r.namespace for r in leases} == {installed.namespace}, leases
     others = [r for r in needed_permissions(requests) if r.resource != "leases"]
     optional = rbac.CACHE_FALLBACK_GETS
+    hot_swap = rbac.HOT_SWAP if installed.hot_swap else set()
     if installed.hot_swap:
         # The Restart/Surge lifecycle is not run here: its Deployments' grants may go unused.
-        scopes = {"": rbac.CLUSTER_WIDE_DEFAULT | rbac.HOT_SWAP}
-        needed = {"": others}
         optional = optional | rbac.HOT_SWAP_ON_FAILURE | rbac.NAMESPACED | rbac.POD_MONITORS
-    elif installed.mode == "cluster-wide":
-        scopes = {"": rbac.CLUSTER_WIDE_DEFAULT}
+    if installed.mode == "cluster-wide":
+        scopes = {"": rbac.CLUSTER_WIDE_DEFAULT | hot_swap}
         needed = {"": others}
     else:
-        scopes = {"": rbac.NAMESPACED_MODE_CLUSTER_ROLE, ns: rbac.NAMESPACED_MODE_ROLE}
+        scopes = {"": rbac.NAMESPACED_MODE_CLUSTER_ROLE, ns: rbac.NAMESPACED_MODE_ROLE | hot_swap}
         needed = {"": [], ns: []}
         for r in others:
             assert r.namespace in needed, f"a request outside the watched namespace: {r}"
@@ -455,14 +462,12 @@ def test_rbac_is_minimal(installed: Install, testbed: Testbed) -> None:
     # In the operator's own namespace, its Lease besides what it holds everywhere.
     own, _ = can_i_list(testbed, installed.user, installed.namespace)
     assert own - defaults == elsewhere - defaults | rbac.leader_election(installed.release)
-    if installed.hot_swap:
-        assert granted - defaults == rbac.CLUSTER_WIDE_DEFAULT | rbac.HOT_SWAP
-        assert elsewhere - defaults == rbac.CLUSTER_WIDE_DEFAULT | rbac.HOT_SWAP
-    elif installed.mode == "cluster-wide":
-        assert granted - defaults == rbac.CLUSTER_WIDE_DEFAULT
-        assert elsewhere - defaults == rbac.CLUSTER_WIDE_DEFAULT
+    hot_swap = rbac.HOT_SWAP if installed.hot_swap else set()
+    if installed.mode == "cluster-wide":
+        assert granted - defaults == rbac.CLUSTER_WIDE_DEFAULT | hot_swap
+        assert elsewhere - defaults == rbac.CLUSTER_WIDE_DEFAULT | hot_swap
     else:
-        assert granted - defaults == rbac.NAMESPACED_MODE_CLUSTER_ROLE | rbac.NAMESPACED_MODE_ROLE
+        assert granted - defaults == rbac.NAMESPACED_MODE_CLUSTER_ROLE | rbac.NAMESPACED_MODE_ROLE | hot_swap
         # Outside the watched namespace, only the cluster-scoped grants.
         assert elsewhere - defaults == rbac.NAMESPACED_MODE_CLUSTER_ROLE
 

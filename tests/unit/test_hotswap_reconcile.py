@@ -3,6 +3,7 @@ to awake engines only, the one step to take (annotate, restart, repair, swap), a
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from specops.plan.hotswap import Swap
@@ -148,3 +149,29 @@ def test_the_switch_cost_is_measured_when_every_replica_serves_the_new_mode() ->
         10.0,
     )
     assert cost["estimatedSecondsPerReplica"] < 40, "a hot swap is estimated as drain + sleep + wake"
+
+
+def test_an_empty_endpoint_slice_read_back_as_null_is_not_drift() -> None:
+    """The API server sends an EndpointSlice with no endpoints back with ``"endpoints": null``:
+    that is the ``[]`` SpecOps applied, not drift (it was re-applied by every reconcile)."""
+    pods = (view("pod-1", SPEC), view("pod-2", SPEC))
+    first = plan_hot_swap_reconcile(body(), observed(*pods), NOW)
+    live: dict[tuple[str, str], dict[str, Any] | None] = {}
+    for a in first.plan.applies:
+        stored = copy.deepcopy(a.manifest)
+        if stored.get("endpoints") == []:
+            stored["endpoints"] = None
+        live[(a.kind, a.name)] = stored
+    assert (
+        sum(k == "EndpointSlice" and o is not None and o["endpoints"] is None for (k, _), o in live.items())
+        == 3
+    )
+    again = plan_hot_swap_reconcile(body(), HotSwapObserved(live=live, secret_exists=True, pods=pods), NOW)
+    assert [a.name for a in again.plan.applies] == []
+    # A slice that lost an endpoint it should have is still drift.
+    live[("EndpointSlice", "demo-spec-ipv4")] = {
+        **live[("EndpointSlice", "demo-spec-ipv4")],
+        "endpoints": None,
+    }  # type: ignore[dict-item]
+    drifted = plan_hot_swap_reconcile(body(), HotSwapObserved(live=live, secret_exists=True, pods=pods), NOW)
+    assert [a.name for a in drifted.plan.applies] == ["demo-spec-ipv4"]

@@ -464,3 +464,17 @@ def test_the_informer_lists_watches_and_lists_again_after_410() -> None:
     # From the list's version, renewed from the last one seen, and from the new list's after the 410.
     assert [c["resource_version"] for c in watches[:3]] == ["1", "2", "5"]
     assert [c.get("watch", False) for c in server.calls[:4]] == [False, True, True, False]
+
+
+def test_a_namespaced_cache_answers_for_its_namespace_while_its_store_is_empty() -> None:
+    """In namespaced mode each informer is keyed by its namespace: found there even when it holds
+    nothing yet (an empty store once made the lookup fall through, so every read went to the API
+    server and the lazy informers, started by a read, never started)."""
+    kube = CountingKube()
+    informer = Informer(CONFIG_MAP, strip_owned(CONFIG_MAP, "v1"), "serving", SWAP_OBJECTS, api_version="v1")
+    cache = ReadCache([informer])
+    assert cache.informer(CONFIG_MAP, "serving") is informer
+    assert cache.informer(CONFIG_MAP, "elsewhere") is None
+    informer.replace([], since_epoch=informer.epoch())
+    assert CachedKube(kube, cache).get_object("v1", CONFIG_MAP, "serving", "demo-hotswap") is None
+    assert kube.reads == []  # the empty store answered

@@ -560,7 +560,9 @@ class ReadCache:
         return cls(informers)
 
     def informer(self, kind: str, namespace: str) -> Informer | None:
-        return self.informers.get((kind, namespace)) or self.informers.get((kind, ""))
+        # Not ``a or b``: an informer with an empty store has a length of 0, so it is falsy.
+        found = self.informers.get((kind, namespace))
+        return found if found is not None else self.informers.get((kind, ""))
 
     def expect(self, kind: str, namespace: str, name: str, version: str | None) -> None:
         """Answer reads of that object from the cache only once it holds ``version``."""

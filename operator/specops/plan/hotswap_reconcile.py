@@ -178,7 +178,13 @@ def _changed(manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> boo
         return True
     assert live is not None
     skip = ("apiVersion", "kind", "metadata", "spec", "status")
-    return any(live.get(k) != v for k, v in manifest.items() if k not in skip)
+    return any(_or_none(live.get(k)) != _or_none(v) for k, v in manifest.items() if k not in skip)
+
+
+def _or_none(value: Any) -> Any:
+    """An empty list or map as absent: the API server sends an EndpointSlice applied with
+    ``"endpoints": []`` back with ``"endpoints": null``."""
+    return None if value == [] or value == {} else value
 
 
 def _repair(view: SwapPodView, target: PoolSplit, now_split: PoolSplit) -> Repair | None:
