@@ -381,8 +381,10 @@ class PodRunner:
             for path, local in sorted(mounts.items())
             if path.startswith("/etc/nginx/conf.d/")
         )
+        # One process (no master forking a worker): it is the process the runner started, so it
+        # dies with the runner however that ends; a forked worker outlived a killed master.
         (nginx_dir / "nginx.conf").write_text(
-            f"daemon off;\nworker_processes 1;\npid {nginx_dir}/nginx.pid;\n"
+            f"daemon off;\nmaster_process off;\npid {nginx_dir}/nginx.pid;\n"
             f"error_log {nginx_dir}/error.log;\n"
             f"events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {nginx_dir};\n"
             f"  proxy_temp_path {nginx_dir};\n{includes}}}\n"
