@@ -88,10 +88,8 @@ def acting_writes(testbed: Testbed, since: float, identity: str, ns: str) -> lis
     """When ``identity`` wrote anything in ``ns`` but its Lease (audit log times, oldest first)."""
     return [
         entry_time(w)
-        for w in operator_writes(testbed, since)
-        if f"({identity})" in w.get("userAgent", "")
-        and w["objectRef"].get("namespace") == ns
-        and w["objectRef"].get("resource") != "leases"
+        for w in operator_writes(testbed, since, ns)
+        if f"({identity})" in w.get("userAgent", "") and w["objectRef"].get("resource") != "leases"
     ]
 
 

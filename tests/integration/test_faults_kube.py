@@ -211,7 +211,7 @@ def test_other_field_manager_on_the_pools(
     time.sleep(3)
     t0 = time.time() + 1
     time.sleep(7)
-    writes = [w for w in operator_writes(testbed, t0) if w["objectRef"].get("namespace") == ns]
+    writes = operator_writes(testbed, t0, ns)
     assert writes == [], json.dumps(writes[:4], indent=1)
     assert op.error is None and op._thread.is_alive()
 
@@ -265,8 +265,8 @@ def test_status_written_between_read_and_patch_is_not_lost(
     assert si["status"]["pools"]["speculative"] == {"replicas": 1, "readyReplicas": 1}
     # The API server refused the stale patches (409), the operator read again and its writes landed.
     status_patches = [
-        w for w in operator_writes(testbed, t0)
-        if w["objectRef"].get("namespace") == ns and w["objectRef"].get("subresource") == "status"
+        w for w in operator_writes(testbed, t0, ns)
+        if w["objectRef"].get("subresource") == "status"
     ]  # fmt: skip
     codes = [w.get("responseStatus", {}).get("code") for w in status_patches]
     assert codes.count(409) == len(injected) and codes[-1] == 200, codes

@@ -160,8 +160,8 @@ def run_batch(
             w["objectRef"]["resource"],
             w["objectRef"].get("name", "").removesuffix("-spec").removesuffix("-base"),
         )
-        for w in operator_writes(testbed, t0)
-        if w["objectRef"].get("namespace") == namespace and w["objectRef"]["resource"] != "events"
+        for w in operator_writes(testbed, t0, namespace)
+        if w["objectRef"]["resource"] != "events"
     )
     for event in client.CoreV1Api(api).list_namespaced_event(namespace).items:
         writes[("events", event.involved_object.name)] += event.count or 1
@@ -238,11 +238,7 @@ def test_a_deployment_the_apiserver_refuses_is_reported_once(
     assert objects(api, namespace, name) == []
     reasons = [e.reason for e in client.CoreV1Api(api).list_namespaced_event(namespace).items]
     assert reasons == ["SpecRejected"], reasons
-    writes = Counter(
-        w["objectRef"]["resource"]
-        for w in operator_writes(testbed, t0)
-        if w["objectRef"].get("namespace") == namespace
-    )
+    writes = Counter(w["objectRef"]["resource"] for w in operator_writes(testbed, t0, namespace))
     assert writes["speculativeinferences"] <= 2, writes  # the refusal, and the first evaluation's state
     # One refused apply per reconcile: each resync (every 2 s), plus the creation, the status write
     # and the first evaluations, with slack for a loaded machine (a hot retry loop or a per-apply

@@ -186,7 +186,6 @@ def test_a_switch_swaps_engines_in_place_without_a_failed_request(
     sent = reads_since(gets, "get")
     # A status write (a figure refreshed) makes the next read of the resource a GET, until the
     # watch has delivered it: allowed only if the operator wrote the resource meanwhile.
-    wrote = {w["objectRef"].get("resource") for w in operator_writes(testbed, t0)
-             if w["objectRef"].get("namespace") == namespace}  # fmt: skip
+    wrote = {w["objectRef"].get("resource") for w in operator_writes(testbed, t0, namespace)}
     allowed = {"Secret"} | ({"SpeculativeInference"} if "speculativeinferences" in wrote else set())
     assert "Secret" in sent and set(sent) <= allowed, f"GETs in a steady period: {sent}, wrote {wrote}"

@@ -120,7 +120,7 @@ def test_a_settled_resource_is_reconciled_and_evaluated_without_a_get(
     t0 = time.time()
     time.sleep(6)  # about six resyncs and three evaluations
     assert _evaluations() - evaluations >= 2, "fewer than two evaluations ran"
-    writes = [w for w in operator_writes(testbed, t0) if w["objectRef"].get("namespace") == namespace]
+    writes = operator_writes(testbed, t0, namespace)
     assert writes == [], writes[:3]
     sent = reads_since(gets, "get")
     assert sent == {}, f"GETs in a steady period: {sent}"

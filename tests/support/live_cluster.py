@@ -119,10 +119,14 @@ def webhook_points_at(api: client.ApiClient, port: int, config: str = WEBHOOK_CO
     return bool(cfg.webhooks) and all(f":{port}/" in (w.client_config.url or "") for w in cfg.webhooks)
 
 
-def operator_writes(testbed: Testbed, since: float) -> list[dict[str, Any]]:
-    """Write requests the operator's identity made since ``since`` (epoch seconds), per the audit log."""
+def operator_writes(testbed: Testbed, since: float, namespace: str | None = None) -> list[dict[str, Any]]:
+    """Write requests the operator's identity made since ``since`` (epoch seconds), per the audit
+    log; with ``namespace``, only those to objects in it."""
     assert testbed.state is not None
-    return writes_by(testbed.state.audit_log, OPERATOR_USER, since)
+    writes = writes_by(testbed.state.audit_log, OPERATOR_USER, since)
+    if namespace is None:
+        return writes
+    return [w for w in writes if w["objectRef"].get("namespace") == namespace]
 
 
 def wait_until_quiet(testbed: Testbed, namespace: str, quiet: float = 3.0, timeout: float = 30.0) -> None:
@@ -132,8 +136,7 @@ def wait_until_quiet(testbed: Testbed, namespace: str, quiet: float = 3.0, timeo
         return [
             f"{w['verb']} {w['objectRef'].get('resource')}/{w['objectRef'].get('subresource', '')}"
             f" {w['objectRef'].get('name')}"
-            for w in operator_writes(testbed, time.time() - quiet)
-            if w["objectRef"].get("namespace") == namespace
+            for w in operator_writes(testbed, time.time() - quiet, namespace)
         ]
 
     time.sleep(quiet)
