@@ -23,8 +23,8 @@ from specops.controller.cache import (
     CachedKube,
     ReadCache,
 )
+from specops.controller.hotswap import served_endpoint_slice_version
 from specops.controller.kube import Kube
-from specops.render.hotswap import ENDPOINT_SLICE_API_VERSIONS
 from specops_testkit.testbed.stack import Testbed
 from tests.support.live_cluster import (
     api_reads,
@@ -132,7 +132,8 @@ def test_the_hot_swap_objects_are_watched_from_their_first_read(
     """The ConfigMap, NetworkPolicy and EndpointSlice informers (lazy: started by the first read of
     a hot-swap resource's objects) list and follow those SpecOps labelled, in the EndpointSlice
     version the cluster serves; a read before their first list goes to the API server."""
-    slices = next(v for v in ENDPOINT_SLICE_API_VERSIONS if Kube(api).serves(v, ENDPOINT_SLICE))
+    slices = served_endpoint_slice_version(Kube(api))
+    assert slices is not None
     rc = ReadCache.watching(api, (), pod_monitors=False, endpoint_slices=slices)
     rc.start()
     kube = CachedKube(Kube(api), rc)

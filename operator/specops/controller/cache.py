@@ -83,8 +83,9 @@ from kubernetes.client.exceptions import ApiException
 
 from specops.api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from specops.controller import metrics
+from specops.controller.hotswap import served_endpoint_slice_version
 from specops.controller.kube import FIELD_MANAGER, Kube, KubeApi
-from specops.render.hotswap import ENDPOINT_SLICE_API_VERSIONS, ENDPOINTSLICE_MANAGER, SWAP_POOL
+from specops.render.hotswap import ENDPOINTSLICE_MANAGER, SWAP_POOL
 from specops.render.manifests import LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY
 
 log = logging.getLogger("specops.cache")
@@ -713,8 +714,12 @@ class CachedKube:
 
 def cached_kube(kube: Kube, namespaces: tuple[str, ...]) -> CachedKube:
     """The operator's ``CachedKube`` over ``kube`` (its informers not started yet)."""
-    slices = next((v for v in ENDPOINT_SLICE_API_VERSIONS if kube.serves(v, ENDPOINT_SLICE)), None)
-    return CachedKube(kube, ReadCache.watching(kube.api, namespaces, kube.pod_monitor_served(), slices))
+    return CachedKube(
+        kube,
+        ReadCache.watching(
+            kube.api, namespaces, kube.pod_monitor_served(), served_endpoint_slice_version(kube)
+        ),
+    )
 
 
 def _cached_is_a_kube_api(kube: CachedKube) -> KubeApi:

@@ -184,6 +184,12 @@ def read_token(secret: Mapping[str, Any]) -> str:
     return base64.b64decode(raw).decode()
 
 
+def served_endpoint_slice_version(kube: KubeApi) -> str | None:
+    """The first EndpointSlice version SpecOps writes that the cluster serves (v1 from 1.21), or
+    None when it serves neither."""
+    return next((v for v in ENDPOINT_SLICE_API_VERSIONS if kube.serves(v, "EndpointSlice")), None)
+
+
 class HotSwapExecutor:
     """Reads the hot-swap world, plans, executes.  ``admin``: an ``AdminClient`` for a token."""
 
@@ -234,13 +240,12 @@ class HotSwapExecutor:
         )
 
     def endpoint_slice_api_version(self) -> str:
-        """The first EndpointSlice version SpecOps writes that the cluster serves (v1 from 1.21)."""
-        for api_version in ENDPOINT_SLICE_API_VERSIONS:
-            if self.kube.serves(api_version, "EndpointSlice"):
-                return api_version
-        raise AdminError(
-            "the cluster serves no EndpointSlice version SpecOps writes (discovery.k8s.io/v1, v1beta1)"
-        )
+        api_version = served_endpoint_slice_version(self.kube)
+        if api_version is None:
+            raise AdminError(
+                "the cluster serves no EndpointSlice version SpecOps writes (discovery.k8s.io/v1, v1beta1)"
+            )
+        return api_version
 
     def _probe(self, client: AdminClient, view: SwapPodView) -> SwapPodView:
         assert view.ip is not None
